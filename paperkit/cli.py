@@ -1,0 +1,108 @@
+"""`paperkit` command line: data, profile, bench, predict, reproduce. Each verb is a thin call into a module."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+def _parse_kv(items: Sequence[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"--param expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="paperkit", description="Reproduce fast face anti-spoofing works.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
+    s = d.add_parser("summary", help="count images, labels and problems of a CelebA-Spoof tree")
+    s.add_argument("--root", required=True)
+    s.add_argument("--json", action="store_true")
+    g = d.add_parser("synth", help="write the embedded synthetic dataset in CelebA-Spoof layout")
+    g.add_argument("--out", required=True)
+    g.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--faces", default=None, help="folder of your own bona fide face photos")
+
+    p = sub.add_parser("profile", help="complexity tables").add_subparsers(dest="profile_cmd", required=True)
+    t4 = p.add_parser("table4", help="params and MAdds of every PTA configuration (seed 000, Table 4)")
+    t4.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="benchmarks that print measured ratios").add_subparsers(
+        dest="bench_cmd", required=True)
+    bl = b.add_parser("latency", help="batch-1 latency of every model, side by side in one run")
+    bl.add_argument("--profile", default="default")
+    bl.add_argument("--run-dir", default="results", help="where trained ONNX models are looked up")
+    bl.add_argument("--json", action="store_true")
+    bd = b.add_parser("data", help="decode + crop + augment throughput")
+    bd.add_argument("--root", default="", help="dataset root (default: the embedded dataset)")
+    bd.add_argument("--size", type=int, default=128)
+    bs = b.add_parser("synth", help="synthetic dataset generation throughput")
+    bs.add_argument("--n", type=int, default=200)
+
+    pr = sub.add_parser("predict", help="score faces in images or videos with an ONNX model")
+    pr.add_argument("paths", nargs="+")
+    pr.add_argument("--model", default=None)
+    pr.add_argument("--threshold", type=float, default=0.5)
+    pr.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("reproduce", help="run notebooks 00-05 through papermill")
+    r.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    r.add_argument("--run-dir", default="results")
+    r.add_argument("--data-root", default="")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 00,01")
+    r.add_argument("--param", action="append", default=[], help="extra notebook parameter key=value")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.cmd == "data" and a.data_cmd == "summary":
+        from . import data
+        return data.cli_summary(a.root, a.json)
+    if a.cmd == "data" and a.data_cmd == "synth":
+        from . import synth
+        return synth.cli_synth(a.out, a.profile, a.seed, a.faces)
+    if a.cmd == "profile":
+        from . import complexity
+        return complexity.cli_table4(a.json)
+    if a.cmd == "bench" and a.bench_cmd == "latency":
+        from . import bench
+        return bench.cli_latency(a.profile, a.run_dir, a.json)
+    if a.cmd == "bench" and a.bench_cmd == "data":
+        from . import data, profiles
+        root = data.resolve_root(a.root, profiles.get_profile("default"), 0)
+        print(json.dumps(data.bench_loading(root, size=a.size), indent=2))
+        return 0
+    if a.cmd == "bench" and a.bench_cmd == "synth":
+        from . import synth
+        print(json.dumps(synth.bench(n=a.n), indent=2))
+        return 0
+    if a.cmd == "predict":
+        from . import predict
+        return predict.cli_predict(a.paths, a.model, a.threshold, a.json)
+    if a.cmd == "reproduce":
+        from . import reproduce
+        try:
+            reproduce.run(profile=a.profile, run_dir=a.run_dir, data_root=a.data_root, seed=a.seed,
+                          only=[o for o in a.only.split(",") if o], extra=_parse_kv(a.param))
+        except reproduce.ReproduceError as e:
+            print(f"paperkit reproduce: {e}", file=sys.stderr)
+            return 1
+        return 0
+    raise AssertionError("unreachable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The results contract: every notebook writes tables, figures and its manifest entry through here.
+
+Layout under a run folder: `tables/<name>.csv`, `figures/<name>.png`, `models/*.onnx`,
+`manifest.json`. Tables must say which dataset they were measured on (`dataset` column), so a
+synthetic number can never pass for a CelebA-Spoof one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+SYNTH_MARKER = "PAPERKIT_SYNTHETIC.json"
+TRACKED_PACKAGES = (
+    "torch", "torchvision", "numpy", "pandas", "fvcore", "onnx", "onnxruntime",
+    "opencv-python-headless", "scikit-learn", "papermill", "seaborn",
+)
+
+
+def run_path(run_dir: str | os.PathLike, *parts: str) -> Path:
+    """A path inside the run folder, with its parent created."""
+    p = Path(run_dir).joinpath(*parts)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file and rename, so a killed process never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dataset_info(root: str | os.PathLike | None) -> dict[str, Any]:
+    """Name and fingerprint of a dataset root: synthetic (with generator, seed, profile) or CelebA-Spoof."""
+    if root is None:
+        return {"name": "none", "synthetic": False, "fingerprint": ""}
+    root = Path(root)
+    marker = root / SYNTH_MARKER
+    h = hashlib.sha256()
+    for rel in ("metas/intra_test/train_label.json", "metas/intra_test/test_label.json"):
+        f = root / rel
+        if f.is_file():
+            h.update(f.read_bytes())
+    fp = h.hexdigest()[:16]
+    if marker.is_file():
+        meta = json.loads(marker.read_text())
+        name = (f"synthetic (paperkit synth v{meta.get('version')}, profile {meta.get('profile')}, "
+                f"seed {meta.get('seed')})")
+        return {"name": name, "synthetic": True, "fingerprint": fp, **meta}
+    return {"name": "CelebA-Spoof", "synthetic": False, "fingerprint": fp, "root": str(root)}
+
+
+def dataset_label(root: str | os.PathLike | None) -> str:
+    return dataset_info(root)["name"]
+
+
+def write_table(run_dir: str | os.PathLike, name: str, df: pd.DataFrame) -> Path:
+    """Write `tables/<name>.csv`; refuses a table with no `dataset` column (say what it was measured on)."""
+    if "dataset" not in df.columns:
+        raise ValueError(f"table {name!r} has no 'dataset' column; add dataset_label(data_root) to it")
+    path = run_path(run_dir, "tables", f"{name}.csv")
+    atomic_write_bytes(path, df.to_csv(index=False, float_format="%.4g").encode())
+    return path
+
+
+def read_table(run_dir: str | os.PathLike, name: str) -> pd.DataFrame | None:
+    path = Path(run_dir) / "tables" / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def save_figure(run_dir: str | os.PathLike, name: str, fig: Any, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as `figures/<name>.png` (deterministic metadata, so reruns diff cleanly)."""
+    path = run_path(run_dir, "figures", f"{name}.png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    out["python"] = platform.python_version()
+    return out
+
+
+def git_revision() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return "unknown"
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def update_manifest(run_dir: str | os.PathLike, key: str, entry: dict[str, Any]) -> Path:
+    """Merge one entry (a notebook's, or the reproduce driver's) into `manifest.json` atomically."""
+    path = run_path(run_dir, "manifest.json")
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("entries", {})[key] = entry
+    data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    return path
+
+
+def record_notebook(run_dir: str | os.PathLike, notebook: str, params: dict[str, Any],
+                    data_root: str | os.PathLike | None, started: float,
+                    outputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """A notebook's manifest entry: parameters, dataset, versions, git revision, wall time, outputs."""
+    run_dir = Path(run_dir)
+    rels = []
+    for o in outputs:
+        p = Path(o)
+        rels.append(str(p.relative_to(run_dir)) if p.is_absolute() and run_dir.resolve() in p.resolve().parents
+                    else str(p))
+    entry = {
+        "parameters": {k: v for k, v in params.items()},
+        "dataset": dataset_info(data_root),
+        "packages": package_versions(),
+        "git_revision": git_revision(),
+        "wall_time_s": round(time.time() - started, 1),
+        "outputs": rels,
+    }
+    return update_manifest(run_dir, notebook, entry)

@@ -1,0 +1,321 @@
+"""The one training loop every study uses: seeded, resumable, channels_last, optionally distributed.
+
+A run folder keeps `checkpoints/<name>/last.pt` (written atomically after every epoch) and `best.pt`
+(best validation ACER). Starting `fit` again with the same run folder resumes after the last finished
+epoch, so a killed run loses at most one epoch. Under `torchrun --nproc_per_node=N -m paperkit.train`
+the same loop runs with DistributedDataParallel (gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import pickle
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import metrics
+from .results import atomic_write_bytes
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: tampered, truncated, or written by another model."""
+
+
+@dataclass
+class History:
+    rows: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_acer: float = float("inf")
+    resumed_from: int = 0
+
+    @property
+    def epoch_times(self) -> list[float]:
+        return [r["epoch_time_s"] for r in self.rows]
+
+    def to_frame(self):  # pandas is imported lazily: train.py is also used by torchrun workers
+        import pandas as pd
+        return pd.DataFrame(self.rows)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cues: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _is_dist() else 0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _signature(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint must match: the architecture's class and every tensor's shape."""
+    m = _unwrap(model)
+    return {"arch": type(m).__name__,
+            "shapes": {k: list(v.shape) for k, v in m.state_dict().items()}}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True): tampered or truncated files raise CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train the model first (run its notebook)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "it is truncated, tampered with, or not a paperkit checkpoint. Delete it to retrain.") from e
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load best/last weights into `model`, checking that the checkpoint was written for this architecture."""
+    ck = load_checkpoint(path)
+    state = ck.get("best_state") or ck.get("model") if isinstance(ck, dict) else None
+    if state is None:
+        raise CheckpointError(f"checkpoint {path} holds no model weights")
+    _check_signature(model, ck.get("signature"), path)
+    _unwrap(model).load_state_dict(state)
+    return model
+
+
+def _check_signature(model: nn.Module, sig: dict[str, Any] | None, path: Path | str) -> None:
+    mine = _signature(model)
+    if sig is None:
+        raise CheckpointError(f"checkpoint {path} has no architecture signature; it was not written by paperkit")
+    if sig.get("arch") != mine["arch"] or sig.get("shapes") != mine["shapes"]:
+        diff = [k for k in set(sig.get("shapes", {})) | set(mine["shapes"])
+                if sig.get("shapes", {}).get(k) != mine["shapes"].get(k)][:3]
+        raise CheckpointError(
+            f"checkpoint {path} was written for {sig.get('arch')} and does not fit {mine['arch']} "
+            f"(first differing tensors: {diff}); use another run_dir or delete that checkpoint folder")
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@torch.inference_mode()
+def predict_scores(model: nn.Module, loader: DataLoader, channels_last: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """P(spoof) for every sample, in loader order (loaders for evaluation are never shuffled)."""
+    m = _unwrap(model)
+    was_training = m.training
+    m.eval()
+    scores, labels = [], []
+    for x, y, _ in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        scores.append(torch.softmax(m(x).float(), dim=1)[:, 1].numpy())
+        labels.append(y.numpy())
+    m.train(was_training)
+    if not scores:
+        raise ValueError("the evaluation loader is empty: no images in this split")
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def evaluate_model(model: nn.Module, loader: DataLoader, threshold: float = 0.5,
+                   channels_last: bool = True) -> dict[str, float]:
+    s, y = predict_scores(model, loader, channels_last)
+    return metrics.evaluate(s, y, threshold)
+
+
+def _distributed_loader(loader: DataLoader, seed: int) -> DataLoader:
+    from torch.utils.data.distributed import DistributedSampler
+    sampler = DistributedSampler(loader.dataset, shuffle=True, seed=seed, drop_last=True)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                      num_workers=loader.num_workers, drop_last=True)
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False, mininterval=1.0)
+
+
+def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.PathLike, name: str,
+        epochs: int, lr: float, seed: int, loss_fn: LossFn | None = None, optimizer: str = "adam",
+        weight_decay: float = 0.0, before_step: Callable[[nn.Module, torch.Generator], None] | None = None,
+        eval_config: Callable[[nn.Module], None] | None = None, channels_last: bool = True,
+        progress: bool = True, params: list[nn.Parameter] | None = None) -> History:
+    """Train `model` on loaders["train"], validate on loaders["val"] (ACER), keep the best weights.
+
+    Resumes from `run_dir/checkpoints/<name>/last.pt` when present. Returns the per-epoch history;
+    the model ends holding the weights of its best validation epoch.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    loss_fn = loss_fn or cross_entropy_loss
+    ck_dir = Path(run_dir) / "checkpoints" / name
+    seed_everything(seed)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay or 1e-2)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'adamw'")
+    step_gen = torch.Generator().manual_seed(seed)
+    hist = History()
+    best_state: dict[str, torch.Tensor] | None = None
+    start_epoch = 0
+
+    last = ck_dir / "last.pt"
+    if last.is_file():
+        ck = load_checkpoint(last)
+        _check_signature(model, ck.get("signature"), last)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step_gen.set_state(ck["rng"]["step"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        hist.rows = list(ck["history"])
+        hist.best_epoch, hist.best_val_acer = ck["best_epoch"], ck["best_val_acer"]
+        best_state = ck["best_state"]
+        start_epoch = ck["epoch"] + 1
+        hist.resumed_from = start_epoch
+        if _rank() == 0:
+            print(f"[{name}] resuming from {last} after epoch {start_epoch} of {epochs}", flush=True)
+
+    train_loader = loaders["train"]
+    net: nn.Module = model
+    if _is_dist():
+        train_loader = _distributed_loader(train_loader, seed)
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
+    for epoch in range(start_epoch, epochs):
+        # Each epoch's order and augmentation depend only on (seed, epoch): a resumed run sees the same data.
+        if getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(seed * 1000 + epoch)
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        if hasattr(train_loader.dataset, "set_epoch"):
+            train_loader.dataset.set_epoch(epoch)
+        net.train()
+        t0 = time.perf_counter()
+        total, n = 0.0, 0
+        bar = _progress(train_loader, len(train_loader), f"{name} epoch {epoch + 1}/{epochs}",
+                        progress and _rank() == 0)
+        for x, y, cues in bar:
+            if before_step is not None:
+                before_step(_unwrap(net), step_gen)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss, _ = loss_fn(net, x, y, cues)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}; lower the "
+                                         "learning rate or check the inputs")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total / max(n, 1):.4f}", refresh=False)
+        epoch_time = time.perf_counter() - t0
+        if _is_dist():
+            dist.barrier()
+        if _rank() == 0:
+            if eval_config is not None:
+                eval_config(model)
+            m = evaluate_model(model, loaders["val"], channels_last=channels_last)
+            row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_acer": m["acer"],
+                   "val_accuracy": m["accuracy"], "val_auc": m["auc"], "epoch_time_s": epoch_time}
+            hist.rows.append(row)
+            if m["acer"] < hist.best_val_acer or best_state is None:
+                hist.best_val_acer, hist.best_epoch = m["acer"], epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                _save(ck_dir / "best.pt", {"format": CHECKPOINT_FORMAT, "signature": _signature(model),
+                                           "best_state": best_state, "epoch": epoch})
+            _save(last, {"format": CHECKPOINT_FORMAT, "signature": _signature(model), "epoch": epoch,
+                         "model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "rng": {"step": step_gen.get_state(), "torch": torch.get_rng_state()},
+                         "history": hist.rows, "best_epoch": hist.best_epoch,
+                         "best_val_acer": hist.best_val_acer, "best_state": best_state})
+            print(f"[{name}] epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  "
+                  f"val ACER {100 * m['acer']:.2f}%  val acc {100 * m['accuracy']:.2f}%  "
+                  f"{epoch_time:.1f}s", flush=True)
+        if _is_dist():
+            dist.barrier()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if eval_config is not None:
+        eval_config(model)
+    return hist
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train a registered model from the command line; the entry point for torchrun/DDP users."""
+    from . import data, profiles
+    from .registry import MODELS
+    from .models import pta  # noqa: F401  (registers the PTA builders)
+
+    ap = argparse.ArgumentParser(prog="python -m paperkit.train", description=main.__doc__)
+    ap.add_argument("--model", default="pta_mobilenet_v2", help=f"registered model name")
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--data-root", default="")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--name", default=None, help="checkpoint folder name (default: the model name)")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    prof = profiles.get_profile(a.profile)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not _is_dist():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        root = data.resolve_root(a.data_root, prof, a.seed)
+        loaders = data.make_loaders(root, prof, a.seed)
+        model = MODELS.get(a.model)(num_classes=2)
+        before = None
+        eval_cfg = None
+        if hasattr(model, "sample_config"):
+            before = lambda m, g: m.sample_config(g)  # noqa: E731
+            eval_cfg = lambda m: m.configure("HHH")  # noqa: E731
+        hist = fit(model, loaders, run_dir=a.run_dir, name=a.name or a.model, epochs=a.epochs or prof.pta_epochs,
+                   lr=prof.pta_lr, seed=a.seed, before_step=before, eval_config=eval_cfg,
+                   channels_last=prof.channels_last)
+        if _rank() == 0:
+            print(f"best epoch {hist.best_epoch}: val ACER {100 * hist.best_val_acer:.2f}% "
+                  f"(world size {world})", flush=True)
+    finally:
+        if _is_dist():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
