@@ -65,6 +65,14 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cues:
     return F.cross_entropy(logits, y), logits
 
 
+def init_distributed() -> int:
+    """Join the process group torchrun describes in the environment (no-op for a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not _is_dist():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world
+
+
 def _is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -92,8 +100,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+        first = (str(e).splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {first}); "
             "it is truncated, tampered with, or not a paperkit checkpoint. Delete it to retrain.") from e
 
 
@@ -178,6 +187,7 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     loss_fn = loss_fn or cross_entropy_loss
+    init_distributed()
     ck_dir = Path(run_dir) / "checkpoints" / name
     seed_everything(seed)
     if channels_last:
@@ -214,7 +224,8 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
     net: nn.Module = model
     if _is_dist():
         train_loader = _distributed_loader(train_loader, seed)
-        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        # PTA models leave the branches they did not run without gradients: DDP must look for them.
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=hasattr(model, "sample_config"))
 
     for epoch in range(start_epoch, epochs):
         # Each epoch's order and augmentation depend only on (seed, epoch): a resumed run sees the same data.
@@ -293,9 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     prof = profiles.get_profile(a.profile)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not _is_dist():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    world = init_distributed()
     try:
         root = data.resolve_root(a.data_root, prof, a.seed)
         loaders = data.make_loaders(root, prof, a.seed)

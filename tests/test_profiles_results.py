@@ -1,0 +1,49 @@
+import json
+
+import pandas as pd
+import pytest
+
+from paperkit import profiles, results
+
+
+def test_profiles_exist_and_are_frozen():
+    for name in ("smoke", "default", "paper"):
+        p = profiles.get_profile(name)
+        assert p.name == name
+        with pytest.raises(Exception):
+            p.batch_size = 1  # type: ignore[misc]
+    assert profiles.get_profile("paper").pta_lr == 1e-4 and profiles.get_profile("paper").pta_epochs == 20
+
+
+def test_unknown_profile_and_field_name_what_exists():
+    with pytest.raises(KeyError, match="smoke"):
+        profiles.get_profile("fast")
+    with pytest.raises(TypeError, match="known fields"):
+        profiles.get_profile("smoke", epochz=3)
+    assert profiles.get_profile("smoke", pta_epochs=2).pta_epochs == 2
+
+
+def test_write_table_requires_dataset_column(tmp_path):
+    with pytest.raises(ValueError, match="dataset"):
+        results.write_table(tmp_path, "t", pd.DataFrame({"a": [1]}))
+    p = results.write_table(tmp_path, "t", pd.DataFrame({"a": [1.23456], "dataset": ["x"]}))
+    assert p == tmp_path / "tables" / "t.csv"
+    assert results.read_table(tmp_path, "t")["a"][0] == pytest.approx(1.235)
+
+
+def test_dataset_label_marks_synthetic(tmp_path):
+    (tmp_path / results.SYNTH_MARKER).write_text(json.dumps({"version": 1, "seed": 3, "profile": "smoke"}))
+    assert results.dataset_label(tmp_path).startswith("synthetic")
+    other = tmp_path / "real"
+    other.mkdir()
+    assert results.dataset_label(other) == "CelebA-Spoof"
+
+
+def test_manifest_merges_entries(tmp_path):
+    import time
+    results.record_notebook(tmp_path, "00_data", {"profile": "smoke"}, None, time.time(), [])
+    results.update_manifest(tmp_path, "reproduce", {"x": 1})
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(m["entries"]) == {"00_data", "reproduce"}
+    e = m["entries"]["00_data"]
+    assert e["parameters"] == {"profile": "smoke"} and "torch" in e["packages"] and "git_revision" in e

@@ -1,0 +1,122 @@
+"""The shared training loop: best-by-validation, atomic resumable checkpoints, safe loading, DDP."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from paperkit import train
+from tiny_train import TinyNet, loaders
+
+HERE = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent}", "OMP_NUM_THREADS": "1"}
+
+
+def _fit(run_dir, epochs=3, model=None):
+    torch.set_num_threads(1)
+    train.seed_everything(0)
+    return train.fit(model or TinyNet(), loaders(), run_dir=run_dir, name="tiny", epochs=epochs, lr=1e-2,
+                     seed=0, progress=False, channels_last=False)
+
+
+def test_fit_learns_and_keeps_best(tmp_path):
+    model = TinyNet()
+    hist = _fit(tmp_path, epochs=4, model=model)
+    assert [r["epoch"] for r in hist.rows] == [1, 2, 3, 4]
+    assert hist.best_val_acer == min(r["val_acer"] for r in hist.rows)
+    assert hist.best_val_acer < 0.25  # the tiny task is learnable
+    assert (tmp_path / "checkpoints/tiny/last.pt").is_file() and (tmp_path / "checkpoints/tiny/best.pt").is_file()
+    # the model ends with its best epoch's weights
+    reloaded = train.load_weights(TinyNet(), tmp_path / "checkpoints/tiny/best.pt")
+    for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_same_seed_same_history(tmp_path):
+    h1 = _fit(tmp_path / "a")
+    h2 = _fit(tmp_path / "b")
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert drop(h1.rows) == drop(h2.rows)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """Kill a real training process mid-run with SIGKILL, start it again: it resumes and ends identical."""
+    killed = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, str(HERE / "tiny_train.py"), str(killed), "4", "0.05"], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = killed / "checkpoints/tiny/last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.is_file() and train.load_checkpoint(last)["epoch"] >= 0:
+            break
+        time.sleep(0.05)
+    else:
+        p.kill()
+        pytest.fail("no checkpoint appeared: " + (p.stdout.read() if p.stdout else ""))
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done_before = train.load_checkpoint(last)["epoch"] + 1
+    assert done_before < 4, "the run finished before it could be killed; slow it down"
+    out = subprocess.run([sys.executable, str(HERE / "tiny_train.py"), str(killed), "4"], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"RESUMED_FROM={done_before} EPOCHS=4 WORLD=1" in out.stdout
+    ref = subprocess.run([sys.executable, str(HERE / "tiny_train.py"), str(tmp_path / "ref"), "4"], env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    a = train.load_checkpoint(last)
+    b = train.load_checkpoint(tmp_path / "ref/checkpoints/tiny/last.pt")
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
+    assert [r["val_acer"] for r in a["history"]] == [r["val_acer"] for r in b["history"]]
+
+
+def test_checkpoint_of_other_architecture_is_refused(tmp_path):
+    _fit(tmp_path, epochs=1)
+    with pytest.raises(train.CheckpointError, match="does not fit"):
+        _fit(tmp_path, epochs=2, model=TinyNet(width=5))
+    with pytest.raises(train.CheckpointError, match="does not fit"):
+        train.load_weights(TinyNet(width=6), tmp_path / "checkpoints/tiny/best.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "pickle"])
+def test_tampered_or_truncated_checkpoint_is_refused(tmp_path, content):
+    p = tmp_path / "checkpoints/tiny/last.pt"
+    p.parent.mkdir(parents=True)
+    if content == "pickle":
+        torch.save({"model": _Evil()}, p)  # would run code under weights_only=False
+    else:
+        p.write_bytes(content)
+    with pytest.raises(train.CheckpointError, match="cannot be loaded safely"):
+        _fit(tmp_path, epochs=1)
+
+
+def test_missing_checkpoint_names_the_fix(tmp_path):
+    with pytest.raises(train.CheckpointError, match="train the model first"):
+        train.load_weights(TinyNet(), tmp_path / "nope.pt")
+
+
+def test_bad_epochs():
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit(TinyNet(), loaders(), run_dir="/tmp/x", name="t", epochs=0, lr=1e-3, seed=0)
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """The same loop under torchrun with 2 gloo processes: each rank sees half the data, rank 0 checkpoints."""
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--standalone", str(HERE / "tiny_train.py"), str(tmp_path), "2"],
+                         env=ENV, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "RESUMED_FROM=0 EPOCHS=2 WORLD=2" in out.stdout
+    ck = train.load_checkpoint(tmp_path / "checkpoints/tiny/last.pt")
+    assert ck["epoch"] == 1 and len(ck["history"]) == 2
