@@ -77,13 +77,37 @@ def write_table(run_dir: str | os.PathLike, name: str, df: pd.DataFrame) -> Path
     if "dataset" not in df.columns:
         raise ValueError(f"table {name!r} has no 'dataset' column; add dataset_label(data_root) to it")
     path = run_path(run_dir, "tables", f"{name}.csv")
-    atomic_write_bytes(path, df.to_csv(index=False, float_format="%.4g").encode())
+    atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode())
     return path
 
 
 def read_table(run_dir: str | os.PathLike, name: str) -> pd.DataFrame | None:
     path = Path(run_dir) / "tables" / f"{name}.csv"
     return pd.read_csv(path) if path.is_file() else None
+
+
+def _register_figure_display() -> None:
+    """Show matplotlib Figure objects returned by notebook cells as PNG (studies build figures without
+    pyplot, so the inline backend's formatter may not be installed)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    from matplotlib.figure import Figure
+
+    def png(fig: Figure) -> bytes:
+        import io
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
+
+    ip.display_formatter.formatters["image/png"].for_type(Figure, png)
+
+
+_register_figure_display()
 
 
 def save_figure(run_dir: str | os.PathLike, name: str, fig: Any, dpi: int = 120) -> Path:

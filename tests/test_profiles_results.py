@@ -28,7 +28,7 @@ def test_write_table_requires_dataset_column(tmp_path):
         results.write_table(tmp_path, "t", pd.DataFrame({"a": [1]}))
     p = results.write_table(tmp_path, "t", pd.DataFrame({"a": [1.23456], "dataset": ["x"]}))
     assert p == tmp_path / "tables" / "t.csv"
-    assert results.read_table(tmp_path, "t")["a"][0] == pytest.approx(1.235)
+    assert results.read_table(tmp_path, "t")["a"][0] == pytest.approx(1.23456)
 
 
 def test_dataset_label_marks_synthetic(tmp_path):

@@ -1,0 +1,170 @@
+"""Losses of the teacher/student study: Reduced Focal Loss (seed 001) and two distillation losses.
+
+- `reduced_focal_loss` (Sergievskiy & Ponamarev, used by seed 001 for the teacher): cross-entropy whose
+  easy examples are down-weighted only once they are already classified with confidence >= threshold:
+  factor ((1 - p) / threshold) ** gamma where p >= threshold, else 1. Unlike the plain focal loss, hard
+  examples keep their full cross-entropy gradient.
+- `kd_weighted_loss` (seed 001, after SimCLR v2): (1 - alpha) CE on labels + alpha soft-target CE at
+  temperature tau (no tau^2 factor).
+- `kd_hinton_loss` (seed 003, Hinton et al.): (1 - alpha) CE + alpha tau^2 KL(teacher_tau || student_tau).
+  The two KD forms differ by the teacher's entropy (constant for the student) and the tau^2 scale, which
+  keeps the soft-target gradient magnitude independent of tau.
+
+The `*_fn` builders return the training contract's `loss_fn(model, x, y, cues) -> (loss, logits)`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+KD_KINDS = ("weighted", "hinton")
+
+
+def _check_focal(gamma: float, threshold: float) -> None:
+    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"focal gamma must be a finite number >= 0, got {gamma!r}")
+    if not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+        raise ValueError(f"focal threshold must be in (0, 1], got {threshold!r}")
+
+
+def check_kd_params(tau: float, alpha: float) -> None:
+    """tau is a temperature (> 0, finite); alpha mixes hard and soft targets ([0, 1])."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"distillation temperature tau must be a finite number > 0 (e.g. 1-8), got {tau!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"distillation balance alpha must be in [0, 1] (0 = labels only, 1 = teacher only), "
+                         f"got {alpha!r}")
+
+
+def reduced_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, threshold: float = 0.5,
+                       ignore_index: int = -1, reduction: str = "mean") -> torch.Tensor:
+    """Reduced Focal Loss, multi-class or binary.
+
+    Multi-class: `logits` [N, C], `targets` [N] class indices; p = softmax probability of the target.
+    Binary (independent sigmoids, e.g. the 7 cue heads): `logits` and `targets` of the same shape, targets
+    in {0, 1}; p = probability of the target value.
+    Entries equal to `ignore_index` (unknown cues) contribute nothing and are not counted in the mean;
+    when every entry is ignored the loss is 0 (still attached to the graph).
+    """
+    _check_focal(gamma, threshold)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if logits.shape == targets.shape:                           # binary heads
+        valid = targets != ignore_index
+        t = torch.where(valid, targets, torch.zeros_like(targets)).to(logits.dtype)
+        if ((t != 0) & (t != 1)).any():
+            raise ValueError("binary focal targets must be 0, 1 or ignore_index "
+                             f"({ignore_index}); got values {sorted(set(targets.unique().tolist()))}")
+        # log p_t = log sigmoid(z) for t=1, log sigmoid(-z) for t=0
+        log_p = F.logsigmoid(torch.where(t > 0.5, logits, -logits))
+    elif logits.dim() == 2 and targets.dim() == 1 and logits.shape[0] == targets.shape[0]:
+        valid = targets != ignore_index
+        t = torch.where(valid, targets, torch.zeros_like(targets)).long()
+        if (t < 0).any() or (t >= logits.shape[1]).any():
+            raise ValueError(f"class targets must be in [0, {logits.shape[1] - 1}] or ignore_index "
+                             f"({ignore_index}); got values {sorted(set(targets.unique().tolist()))}")
+        log_p = F.log_softmax(logits, dim=1).gather(1, t[:, None]).squeeze(1)
+    else:
+        raise ValueError(f"reduced_focal_loss: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
+                         "must be [N, C] + [N] (multi-class) or equal shapes (binary)")
+    p = log_p.exp()
+    factor = torch.where(p >= threshold, ((1.0 - p) / threshold).clamp_min(0.0) ** gamma, torch.ones_like(p))
+    loss = -factor * log_p * valid.to(logits.dtype)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / valid.sum().clamp_min(1)
+
+
+def teacher_loss_fn(gamma: float = 2.0, threshold: float = 0.5, cue_weight: float = 1.0) -> LossFn:
+    """Training-contract loss for a teacher: focal loss on live/spoof + cue_weight x focal loss on the cues.
+
+    The cue term is the mean over known (!= -1) cue entries of the batch, so unknown cues neither count as
+    0 nor dilute the known ones. `cue_weight=0` trains the live/spoof head only (ablation).
+    """
+    _check_focal(gamma, threshold)
+    if not (math.isfinite(cue_weight) and cue_weight >= 0):
+        raise ValueError(f"cue_weight must be a finite number >= 0, got {cue_weight!r}")
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(model, "forward_heads"):
+            raise TypeError(f"teacher_loss_fn needs a model with forward_heads() (a paperkit Teacher), "
+                            f"got {type(model).__name__}")
+        logits, cue_logits = model.forward_heads(x)
+        loss = reduced_focal_loss(logits, y, gamma, threshold)
+        if cue_weight > 0:
+            if cues.shape != cue_logits.shape:
+                raise ValueError(f"cue labels {tuple(cues.shape)} do not match the model's cue heads "
+                                 f"{tuple(cue_logits.shape)}")
+            loss = loss + cue_weight * reduced_focal_loss(cue_logits, cues.to(cue_logits.device), gamma, threshold)
+        return loss, logits
+
+    return loss_fn
+
+
+def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
+                         f"{tuple(student_logits.shape)} differ: the teacher was trained on "
+                         f"{teacher_logits.shape[-1]} classes, the student predicts {student_logits.shape[-1]}; "
+                         "use a teacher trained for the same classes")
+
+
+def kd_weighted_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                     tau: float, alpha: float) -> torch.Tensor:
+    """Seed 001: (1 - alpha) CE(student, labels) + alpha * mean_i[-sum_y P_T(y|x;tau) log P_S(y|x;tau)]."""
+    check_kd_params(tau, alpha)
+    _check_pair(student_logits, teacher_logits)
+    hard = F.cross_entropy(student_logits, targets)
+    p_t = F.softmax(teacher_logits.detach() / tau, dim=1)
+    soft = -(p_t * F.log_softmax(student_logits / tau, dim=1)).sum(1).mean()
+    return (1.0 - alpha) * hard + alpha * soft
+
+
+def kd_hinton_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                   tau: float, alpha: float) -> torch.Tensor:
+    """Seed 003 (Hinton): (1 - alpha) CE(student, labels) + alpha * tau^2 * KL(P_T,tau || P_S,tau), batch mean."""
+    check_kd_params(tau, alpha)
+    _check_pair(student_logits, teacher_logits)
+    hard = F.cross_entropy(student_logits, targets)
+    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=1)
+    log_p_s = F.log_softmax(student_logits / tau, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
+    return (1.0 - alpha) * hard + alpha * tau * tau * kl
+
+
+def kd_loss_fn(teacher: nn.Module, kind: str = "weighted", tau: float = 4.0, alpha: float = 0.7,
+               cached_logits: Callable[[torch.Tensor], torch.Tensor | None] | None = None) -> LossFn:
+    """Training-contract loss for a student distilled from a frozen teacher.
+
+    The teacher runs in eval mode under no_grad on the same (augmented) batch as the student, so gradients
+    reach only the student; its parameters are also marked requires_grad=False. `cached_logits(x)` may
+    return the teacher's logits for exactly this batch from a cache (None = not cached: run the teacher).
+    """
+    if kind not in KD_KINDS:
+        raise ValueError(f"unknown distillation kind {kind!r}; choose one of {KD_KINDS}")
+    check_kd_params(tau, alpha)
+    fn = kd_weighted_loss if kind == "weighted" else kd_hinton_loss
+    teacher.requires_grad_(False)
+    teacher.eval()
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        del cues
+        if teacher.training:   # something called .train() on it: a teacher is never updated
+            teacher.eval()
+        with torch.no_grad():
+            t_logits = cached_logits(x) if cached_logits is not None else None
+            if t_logits is None:
+                t_logits = teacher(x)
+        s_logits = model(x)
+        return fn(s_logits, t_logits, y, tau, alpha), s_logits
+
+    return loss_fn

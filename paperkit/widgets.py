@@ -1,0 +1,763 @@
+"""Notebook 05: compare the branch configurations of one trained PTA model, and pick one by latency budget.
+
+Seed 000's point is that one trained MobileNetV2+PTA can be reconfigured at run time for the device it
+runs on (speed, load, battery). This module measures, for every configuration of the model notebook 01
+trained, what a device would trade: active parameters, MAdds (paper convention), batch-1 latency measured
+now on this machine, and test quality; and it picks the most accurate configuration that fits a latency
+budget. The logic is plain functions (tests drive them headlessly); `build_widget` only wires them to
+ipywidgets.
+
+Choosing vs reporting: a configuration is *chosen* by its validation ACER (the subject-disjoint val split
+of the training data) and *reported* with its test metrics, so the choice never peeks at the test set.
+
+Speed: every configuration's scores are computed once per split and cached. The layers before the first
+PTA block are the same in every configuration, so each image goes through them once; the PTA blocks are
+then evaluated as a tree (3 + 9 + 27 block runs instead of 27 x 3). A check against a plain `model(x)`
+guards this against any change of the model's forward.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from paperkit import complexity, metrics
+from paperkit.models.pta import (CONFIGS, META, MODES, PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2,
+                                 mobilenet_v2_baseline, parse_config, pta_mobilenet_v2)
+
+__all__ = [
+    "NOTEBOOK", "ALL_CONFIGS", "PAPER_CONFIGS", "REFERENCE", "MODE_NAMES", "SELECTION_SPLIT",
+    "BUDGET_FRACTIONS", "checkpoint_path", "load_pta", "load_nopta", "ScoreCache", "SampleFaces",
+    "sample_faces", "staged_scores", "complexity_by_config", "measure_config_latency", "config_report",
+    "compare", "Pick", "best_under_budget", "BranchState", "prepare", "comparison_table",
+    "budget_choices", "tradeoff_figure", "sample_grid_png", "BranchUI", "build_widget",
+]
+
+NOTEBOOK = "05_compare_branches"
+#: The six configurations seed 000 reports (Tables 3 and 4).
+PAPER_CONFIGS: tuple[str, ...] = CONFIGS
+#: Every configuration of three PTA blocks, each Heavy / Light / Both: 27, the paper's six first.
+ALL_CONFIGS: tuple[str, ...] = PAPER_CONFIGS + tuple(
+    c for c in ("".join(p) for p in itertools.product(MODES, repeat=3)) if c not in PAPER_CONFIGS)
+#: The No-PTA MobileNetV2 of notebook 01: another model, shown as a reference row, never chosen.
+REFERENCE = "NoPTA"
+MODE_NAMES: dict[str, str] = {"H": "Heavy", "L": "Light", "B": "Both"}
+#: Split used to choose a configuration; the test split is only reported.
+SELECTION_SPLIT = "val"
+#: Budgets written to the table, as fractions of the HHH latency measured in the same run (so the
+#: columns mean the same thing on every machine).
+BUDGET_FRACTIONS: tuple[float, ...] = (0.85, 1.0, 1.25)
+LATENCY_BACKEND = "torch eager, 1 thread, batch 1, channels_last"
+METRIC_KEYS: tuple[str, ...] = ("accuracy", "apcer", "bpcer", "acer")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading the models notebook 01 trained
+# --------------------------------------------------------------------------------------------------
+def checkpoint_path(run_dir: str | Path, profile: str, model: str = "pta") -> Path:
+    """Where `paperkit.studies.pta.train` keeps the best weights: `checkpoints/01_<model>_<profile>/best.pt`."""
+    return Path(run_dir) / "checkpoints" / f"01_{model}_{profile}" / "best.pt"
+
+
+def _missing(path: Path, profile: str, run_dir: str | Path, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"no trained {what} at {path}: notebook 05 compares the configurations of the model notebook 01 "
+        f"trains. Run notebook 01 first with the same profile and run_dir, e.g. "
+        f"`paperkit reproduce --profile {profile} --run-dir {run_dir} --only 01`")
+
+
+def _profile_name(profile: Any) -> str:
+    return profile if isinstance(profile, str) else str(profile.name)
+
+
+def load_pta(run_dir: str | Path, profile: Any = "default") -> PTAMobileNetV2:
+    """The PTA MobileNetV2 notebook 01 trained (best validation epoch), in eval mode, configured HHH.
+
+    Loaded with `paperkit.train.load_weights` (weights_only=True, architecture checked). A missing
+    checkpoint is an error that says to run notebook 01.
+    """
+    from paperkit.train import load_weights
+
+    name = _profile_name(profile)
+    path = checkpoint_path(run_dir, name, "pta")
+    if not path.is_file():
+        raise _missing(path, name, run_dir, "PTA model")
+    model = pta_mobilenet_v2(num_classes=2)
+    load_weights(model, path)
+    return model.eval().configure("HHH")  # type: ignore[return-value]
+
+
+def load_nopta(run_dir: str | Path, profile: Any = "default", required: bool = False) -> nn.Module | None:
+    """The No-PTA reference of notebook 01, or None (with a printed note) when it was not trained."""
+    from paperkit.train import load_weights
+
+    name = _profile_name(profile)
+    path = checkpoint_path(run_dir, name, "nopta")
+    if not path.is_file():
+        if required:
+            raise _missing(path, name, run_dir, "No-PTA model")
+        print(f"note: no No-PTA checkpoint at {path}; the reference row is left out")
+        return None
+    model = mobilenet_v2_baseline(num_classes=2)
+    load_weights(model, path)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# Scores of every configuration, computed once
+# --------------------------------------------------------------------------------------------------
+def _stages(model: PTAMobileNetV2) -> tuple[nn.Module, list[PTABlock], list[nn.Module]]:
+    """Split `features` into the shared prefix, the PTA blocks, and the plain layers after each block."""
+    feats = list(model.features)
+    idx = [i for i, m in enumerate(feats) if isinstance(m, PTABlock)]
+    if not idx:
+        raise TypeError("model has no PTA blocks; pass a PTAMobileNetV2")
+    ends = idx[1:] + [len(feats)]
+    tails: list[nn.Module] = [nn.Sequential(*feats[i + 1:e]) for i, e in zip(idx, ends)]
+    return nn.Sequential(*feats[:idx[0]]), [feats[i] for i in idx], tails
+
+
+def _head(model: PTAMobileNetV2, h: Tensor) -> Tensor:
+    """What `PTAMobileNetV2._forward_impl` does after `features`."""
+    h = nn.functional.adaptive_avg_pool2d(h, (1, 1))
+    return model.classifier(torch.flatten(h, 1))
+
+
+def _spoof(logits: Tensor) -> np.ndarray:
+    return torch.softmax(logits.float(), dim=1)[:, 1].numpy()
+
+
+@torch.inference_mode()
+def staged_scores(model: PTAMobileNetV2, loader: Iterable[Any], configs: Sequence[str] = ALL_CONFIGS,
+                  reference: nn.Module | None = None, check: bool = True
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """P(spoof) of every configuration in `configs` for every sample of `loader`, in loader order.
+
+    One pass over the data: the shared prefix runs once per image, the PTA blocks as a tree. When
+    `reference` (the No-PTA model) is given its scores come from the same pass under `REFERENCE`.
+    `check` compares the staged scores of two configurations on the first batch with a plain
+    `model(x)` and raises if they differ (the staging must not change what the model computes).
+    """
+    configs = tuple(dict.fromkeys("".join(parse_config(c)) for c in configs))
+    if not configs:
+        raise ValueError("no configurations to score")
+    saved, was_training = model.config, model.training
+    model.eval()
+    if reference is not None:
+        reference.eval()
+    prefix, blocks, tails = _stages(model)
+    n_blocks = len(blocks)
+    wanted = {c[:d] for c in configs for d in range(1, n_blocks + 1)}
+    out: dict[str, list[np.ndarray]] = {c: [] for c in configs}
+    if reference is not None:
+        out[REFERENCE] = []
+    labels: list[np.ndarray] = []
+    first: Tensor | None = None
+    try:
+        for batch in loader:
+            x, y = batch[0], batch[1]
+            if first is None:
+                first = x[:4].clone()
+            labels.append(np.asarray(y))
+            if reference is not None:
+                out[REFERENCE].append(_spoof(reference(x)))
+            acts: dict[str, Tensor] = {"": prefix(x)}
+            for depth in range(n_blocks):
+                for path in sorted(p for p in wanted if len(p) == depth + 1):
+                    blocks[depth].mode = path[-1]
+                    acts[path] = tails[depth](blocks[depth](acts[path[:-1]]))
+            for c in configs:
+                out[c].append(_spoof(_head(model, acts[c])))
+        if first is None:
+            raise ValueError("the evaluation loader is empty: no images in this split")
+        if check:
+            for c in {configs[0], configs[-1]}:
+                direct = _spoof(model.configure(c)(first))
+                staged = out[c][0][:len(direct)]
+                if not np.allclose(direct, staged, atol=1e-4):
+                    raise RuntimeError(
+                        f"staged evaluation of {c} differs from model(x) by {np.abs(direct - staged).max():.2e}; "
+                        "PTAMobileNetV2's forward changed: update paperkit.widgets._stages/_head")
+    finally:
+        model.configure(saved)
+        model.train(was_training)
+    return {k: np.concatenate(v) for k, v in out.items()}, np.concatenate(labels)
+
+
+@dataclass
+class ScoreCache:
+    """Scores per (split, config) and labels per split; each configuration is evaluated once per split.
+
+    Filled by `fill` (all configurations in one pass) or lazily by `scores` for a single one.
+    """
+
+    loaders: Mapping[str, Any]
+    scores_by: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    passes: int = 0  # data passes so far (tests check that a cached configuration costs none)
+
+    def fill(self, model: PTAMobileNetV2, configs: Sequence[str] = ALL_CONFIGS,
+             reference: nn.Module | None = None, splits: Sequence[str] = ("val", "test")) -> "ScoreCache":
+        for split in splits:
+            todo = [c for c in configs if (split, c) not in self.scores_by]
+            ref = reference if reference is not None and (split, REFERENCE) not in self.scores_by else None
+            if not todo and ref is None:
+                continue
+            got, y = staged_scores(model, self.loaders[split], todo or configs[:1], reference=ref)
+            self.passes += 1
+            self.labels[split] = y
+            for k, v in got.items():
+                self.scores_by.setdefault((split, k), v)
+        return self
+
+    def has(self, split: str, config: str) -> bool:
+        return (split, config) in self.scores_by
+
+    def scores(self, model: PTAMobileNetV2, split: str, config: str) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and labels of one PTA configuration on one split (computed now if not cached)."""
+        config = config if config == REFERENCE else "".join(parse_config(config))
+        if not self.has(split, config):
+            if config == REFERENCE:
+                raise KeyError(f"no {REFERENCE} scores cached for {split}; fill(..., reference=model) first")
+            self.fill(model, [config], splits=(split,))
+        return self.scores_by[(split, config)], self.labels[split]
+
+    def metrics(self, model: PTAMobileNetV2, split: str, config: str) -> dict[str, float]:
+        """ISO/IEC 30107-3 metrics in percent (accuracy, APCER, BPCER, ACER, EER; AUC as a fraction)."""
+        s, y = self.scores(model, split, config)
+        return metrics.as_percent(metrics.evaluate(s, y))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sample faces
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class SampleFaces:
+    """A few test faces to show: indices into the test split (= positions in its cached scores)."""
+
+    indices: list[int]
+    crops: list[np.ndarray]  # RGB uint8, as the model sees them before normalisation
+    labels: list[int]
+    paths: list[str]
+
+
+def sample_faces(dataset: Any, n: int = 8, seed: int = 0) -> SampleFaces:
+    """`n` test faces, half bona fide and half attack when the split has both, chosen reproducibly.
+
+    `dataset` is a `paperkit.data.FaceDataset` (its `.samples` and `load_crop` are used).
+    """
+    labels = np.asarray([int(s.label) for s in dataset.samples])
+    rng = np.random.default_rng(seed)
+    live, spoof = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    k_spoof = min(len(spoof), max(n // 2, n - len(live)))  # fill up with attacks when bona fide run short
+    k_live = min(len(live), n - k_spoof)
+    picked = sorted(rng.choice(live, k_live, replace=False).tolist()
+                    + rng.choice(spoof, k_spoof, replace=False).tolist())
+    return SampleFaces(indices=[int(i) for i in picked], crops=[dataset.load_crop(i) for i in picked],
+                       labels=[int(labels[i]) for i in picked], paths=[dataset.samples[i].path for i in picked])
+
+
+# --------------------------------------------------------------------------------------------------
+# Complexity and latency
+# --------------------------------------------------------------------------------------------------
+def complexity_by_config(model: PTAMobileNetV2, configs: Sequence[str] = ALL_CONFIGS, input_size: int = 128,
+                         reference: nn.Module | None = None) -> dict[str, dict[str, float]]:
+    """Active params (M) and MAdds (M, seed 000's convention via `paperkit.complexity`) per configuration.
+
+    Why not trace all 27: a PTA block's cost does not depend on the other blocks' modes (every branch
+    keeps the shape), so MAdds(config) = MAdds(HHH) + sum of per-block deltas. We trace HHH and the 6
+    one-block variants, add up the rest, and check the sum against a direct trace of LLL and BBB.
+    """
+    saved = model.config
+    try:
+        n = len(model.pta_blocks)
+        base_cfg = "H" * n
+        base = _traced_madds(model, input_size, base_cfg)
+        delta = {(i, m): (_traced_madds(model, input_size, base_cfg[:i] + m + base_cfg[i + 1:]) - base
+                          if m != "H" else 0.0) for i in range(n) for m in MODES}
+        out: dict[str, dict[str, float]] = {}
+        for cfg in configs:
+            cfg = "".join(parse_config(cfg, n))
+            model.configure(cfg)
+            out[cfg] = {"params_m": complexity.active_params(model) / 1e6,
+                        "madds_m": base + sum(delta[(i, m)] for i, m in enumerate(cfg))}
+        for cfg in ("L" * n, "B" * n):
+            direct = _traced_madds(model, input_size, cfg)
+            summed = base + sum(delta[(i, m)] for i, m in enumerate(cfg))
+            if abs(direct - summed) > 1e-6:
+                raise RuntimeError(f"MAdds of {cfg} are not additive over PTA blocks ({direct} vs {summed})")
+    finally:
+        model.configure(saved)
+    if reference is not None:
+        out[REFERENCE] = {"params_m": complexity.active_params(reference) / 1e6,
+                          "madds_m": complexity.madds(reference, input_size)}
+    return out
+
+
+def _traced_madds(model: PTAMobileNetV2, input_size: int, config: str) -> float:
+    return complexity.madds(model.configure(config), input_size)
+
+
+def _run_config(model: PTAMobileNetV2, config: str, x: Tensor) -> Tensor:
+    """One timed inference: switching the branch flags is part of it (it costs microseconds)."""
+    with torch.inference_mode():
+        return model.configure(config)(x)
+
+
+def _run_plain(model: nn.Module, x: Tensor) -> Tensor:
+    with torch.inference_mode():
+        return model(x)
+
+
+def measure_config_latency(model: PTAMobileNetV2, configs: Sequence[str] = ALL_CONFIGS, input_size: int = 128,
+                           reference: nn.Module | None = None, rounds: int = 3, iters: int = 10,
+                           threads: int = 1) -> dict[str, float]:
+    """Median batch-1 latency (ms) of each configuration on this machine, now, torch eager, 1 thread.
+
+    One copy of the model serves every configuration (27 copies would cost ~0.4 GB); the rounds are
+    interleaved by `paperkit.complexity.measure_latency`, so load drift hits every configuration alike.
+    Kept short on purpose (3 rounds x 10 iterations): it runs inside a notebook on a shared machine.
+    """
+    m = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    cands: dict[str, Any] = {c: functools.partial(_run_config, m, "".join(parse_config(c)), x) for c in configs}
+    if reference is not None:
+        ref = copy.deepcopy(reference).eval().to(memory_format=torch.channels_last)
+        cands[REFERENCE] = functools.partial(_run_plain, ref, x)
+    df = complexity.measure_latency(cands, rounds=rounds, iters=iters, warmup=2, input_size=input_size,
+                                    threads=threads)
+    return {str(r.candidate): float(r.median_ms) for r in df.itertuples()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports, comparison, budget
+# --------------------------------------------------------------------------------------------------
+def config_report(model: PTAMobileNetV2, config: str, cache: ScoreCache, samples: SampleFaces | None = None,
+                  *, latency_ms: float | None = None, cost: Mapping[str, float] | None = None,
+                  input_size: int = 128, dataset: str = "") -> dict[str, Any]:
+    """Everything the widget shows for one configuration (rates in percent).
+
+    `latency_ms` and `cost` (params_m, madds_m) are measured now when not given; test and validation
+    scores come from `cache` (evaluated once per configuration). `config` may be `REFERENCE` for the
+    No-PTA row (its scores must be in the cache and its latency/cost given).
+    """
+    is_ref = config == REFERENCE
+    cfg = REFERENCE if is_ref else "".join(parse_config(config))
+    if cost is None:
+        if is_ref:
+            raise ValueError("the No-PTA reference row needs its cost passed in (complexity_by_config)")
+        saved = model.config
+        model.configure(cfg)
+        cost = {"params_m": complexity.active_params(model) / 1e6, "madds_m": complexity.madds(model, input_size)}
+        model.configure(saved)
+    if latency_ms is None:
+        if is_ref:
+            raise ValueError("the No-PTA reference row needs its latency passed in (measure_config_latency)")
+        latency_ms = measure_config_latency(model, [cfg], input_size)[cfg]
+    test = cache.metrics(model, "test", cfg)
+    val = cache.metrics(model, "val", cfg) if "val" in cache.loaders or cache.has("val", cfg) else {}
+    paper = META.get(cfg, {})
+    report: dict[str, Any] = {
+        "config": cfg, "model": "MobileNetV2 (No-PTA)" if is_ref else "MobileNetV2+PTA",
+        "blocks": "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in cfg),
+        "dataset": dataset, "params_m": float(cost["params_m"]), "madds_m": float(cost["madds_m"]),
+        "input_size": int(input_size), "latency_ms": float(latency_ms), "latency_backend": LATENCY_BACKEND,
+        **{k: float(test[k]) for k in METRIC_KEYS}, "auc": float(test["auc"]),
+        "val_accuracy": float(val.get("accuracy", math.nan)), "val_acer": float(val.get("acer", math.nan)),
+        "n_test": int(len(cache.labels["test"])), "n_val": int(len(cache.labels.get("val", []))),
+        "trained_config": bool(is_ref or cfg in PTA_TRAIN_PROBS), "paper_config": cfg in META,
+        "paper_acer": float(paper.get("acer", math.nan)), "paper_madds_m": float(paper.get("madds_m", math.nan)),
+        "samples": [],
+    }
+    if samples is not None:
+        s, _ = cache.scores(model, "test", cfg)
+        report["samples"] = [
+            {"path": p, "label": int(lab), "score": float(s[i]), "pred": int(s[i] >= 0.5),
+             "correct": bool(int(s[i] >= 0.5) == lab)}
+            for i, lab, p in zip(samples.indices, samples.labels, samples.paths)]
+    return report
+
+
+def compare(reports: Mapping[str, Mapping[str, Any]], configs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Side-by-side table of the given configurations (default: all reports), one row each."""
+    keys = list(reports) if configs is None else [c if c == REFERENCE else "".join(parse_config(c)) for c in configs]
+    unknown = [k for k in keys if k not in reports]
+    if unknown:
+        raise KeyError(f"no report for {unknown}; available: {sorted(reports)}")
+    rows = [{k: v for k, v in reports[c].items() if k != "samples"} for c in keys]
+    return pd.DataFrame(rows)
+
+
+class Pick(NamedTuple):
+    """The configuration a budget selects (None when nothing fits) and why, in words."""
+
+    config: str | None
+    reason: str
+
+
+def _rank_key(r: Mapping[str, Any], by: str) -> tuple[float, float, float, str]:
+    v = float(r.get(by, math.nan))
+    return (math.inf if math.isnan(v) else v, float(r["latency_ms"]), float(r["madds_m"]), str(r["config"]))
+
+
+def best_under_budget(reports: Mapping[str, Mapping[str, Any]], budget_ms: float, by: str = "val_acer",
+                      include_reference: bool = False) -> Pick:
+    """The most accurate PTA configuration whose measured latency fits `budget_ms` on this machine.
+
+    Most accurate = lowest `by` (validation ACER: choosing on the test split would overfit the report);
+    ties go to the faster, then the cheaper configuration. The No-PTA reference is another model, so it
+    is not a candidate unless `include_reference`. Returns Pick(None, reason) when nothing fits.
+    """
+    if not math.isfinite(budget_ms) or budget_ms <= 0:
+        return Pick(None, f"budget {budget_ms} ms is not a positive latency")
+    pool = [r for k, r in reports.items() if include_reference or k != REFERENCE]
+    if not pool:
+        return Pick(None, "no configurations to choose from")
+    fits = [r for r in pool if float(r["latency_ms"]) <= budget_ms]
+    if not fits:
+        fastest = min(pool, key=lambda r: float(r["latency_ms"]))
+        return Pick(None, f"no configuration fits {budget_ms:.2f} ms on this machine: the fastest, "
+                          f"{fastest['config']}, takes {float(fastest['latency_ms']):.2f} ms")
+    best = min(fits, key=lambda r: _rank_key(r, by))
+    score = float(best.get(by, math.nan))
+    split = "validation" if by.startswith("val_") else "test"
+    why = (f"{best['config']}: lowest {split} {by.replace('val_', '').upper()} "
+           f"({score:.2f}%) of the {len(fits)}/{len(pool)} configurations within {budget_ms:.2f} ms "
+           f"(it takes {float(best['latency_ms']):.2f} ms; test ACER {float(best['acer']):.2f}%)")
+    if math.isnan(score):
+        why = (f"{best['config']}: {split} {by} is undefined (a class is missing from that split), so the "
+               f"fastest of the {len(fits)} fitting configurations was taken")
+    return Pick(str(best["config"]), why)
+
+
+# --------------------------------------------------------------------------------------------------
+# The state a notebook builds once
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class BranchState:
+    """One trained PTA model, its reports per configuration, sample faces, and the UI selection."""
+
+    model: PTAMobileNetV2
+    reports: dict[str, dict[str, Any]]
+    samples: SampleFaces | None = None
+    dataset: str = ""
+    root: Path | None = None
+    run_dir: Path | None = None
+    profile: str = "default"
+    seed: int = 0
+    started: float = field(default_factory=time.time)
+    current: str = "HHH"
+    pinned: str | None = None
+    budget_ms: float | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def configs(self) -> list[str]:
+        """PTA configurations with a report (the reference excluded)."""
+        return [k for k in self.reports if k != REFERENCE]
+
+    def select(self, config: str) -> str:
+        cfg = "".join(parse_config(config))
+        if cfg not in self.reports:
+            raise KeyError(f"no report for {cfg}; available: {self.configs}")
+        self.current = cfg
+        return cfg
+
+    def pin(self, config: str | None = None) -> str:
+        """Pin `config` (default: the current one) for side-by-side comparison."""
+        self.pinned = self.current if config is None else "".join(parse_config(config))
+        return self.pinned
+
+    def unpin(self) -> None:
+        self.pinned = None
+
+    def shown(self) -> list[str]:
+        """Configurations on screen: the current one, then the pinned one if different."""
+        return [self.current] + ([self.pinned] if self.pinned and self.pinned != self.current else [])
+
+    def apply_budget(self, budget_ms: float) -> Pick:
+        """Select the best configuration within `budget_ms` (the selection stays when nothing fits)."""
+        self.budget_ms = float(budget_ms)
+        pick = best_under_budget(self.reports, budget_ms)
+        if pick.config is not None:
+            self.current = pick.config
+        return pick
+
+
+def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path = "../results", seed: int = 0,
+            configs: Sequence[str] = ALL_CONFIGS, n_samples: int = 8, progress: bool = True) -> BranchState:
+    """Load 01's PTA model (and No-PTA reference), score every configuration on val and test once,
+    count params/MAdds, measure latency now, and build a report per configuration."""
+    from paperkit import data, results
+    from paperkit.profiles import get_profile
+
+    started = time.time()
+    prof = get_profile(profile)
+    model = load_pta(run_dir, prof.name)  # fail fast, before building any data
+    ref = load_nopta(run_dir, prof.name)
+    root = data.resolve_root(data_root or None, prof, seed)
+    loaders = data.make_loaders(root, prof, seed)
+    dataset = results.dataset_label(root)
+    configs = [c for c in dict.fromkeys("".join(parse_config(c)) for c in configs)]
+    t0 = time.time()
+    cache = ScoreCache({k: loaders[k] for k in ("val", "test")}).fill(model, configs, reference=ref)
+    t1 = time.time()
+    cost = complexity_by_config(model, configs, prof.input_size, reference=ref)
+    t2 = time.time()
+    rounds, iters = min(3, prof.latency_rounds), min(10, prof.latency_iters)
+    lat = measure_config_latency(model, configs, prof.input_size, reference=ref, rounds=rounds, iters=iters)
+    t3 = time.time()
+    samples = sample_faces(loaders["test"].dataset, n_samples, seed)
+    reports: dict[str, dict[str, Any]] = {}
+    for c in ([REFERENCE] if ref is not None else []) + configs:
+        reports[c] = config_report(model, c, cache, samples, latency_ms=lat[c], cost=cost[c],
+                                   input_size=prof.input_size, dataset=dataset)
+    if progress:
+        print(f"profile {prof.name}; dataset: {dataset}; {len(configs)} configurations"
+              f"{' + No-PTA reference' if ref is not None else ''}; val {len(cache.labels['val'])} / "
+              f"test {len(cache.labels['test'])} images; input {prof.input_size}px")
+        print(f"scores {t1 - t0:.1f}s (one data pass per split), params/MAdds {t2 - t1:.1f}s, "
+              f"latency {t3 - t2:.1f}s ({rounds} interleaved rounds x {iters}, {LATENCY_BACKEND})")
+    _check_table3(reports, run_dir)
+    return BranchState(model=model, reports=reports, samples=samples, dataset=dataset, root=Path(root),
+                       run_dir=Path(run_dir), profile=prof.name, seed=seed, started=started)
+
+
+def _check_table3(reports: Mapping[str, Mapping[str, Any]], run_dir: str | Path) -> float | None:
+    """Our test ACER should match notebook 01's Table 3 (same model, same test split); say if not."""
+    from paperkit import results
+
+    t3 = results.read_table(run_dir, "table3_quality")
+    if t3 is None:
+        return None
+    diffs = [abs(float(r["acer"]) - float(reports[c]["acer"])) for c, r in t3.set_index("config").iterrows()
+             if c in reports]
+    worst = max(diffs, default=0.0)
+    if worst > 0.01:
+        print(f"warning: test ACER differs from notebook 01's table3_quality by up to {worst:.3f} points "
+              "(scores on the 0.5 threshold can flip with float rounding; larger gaps mean another model)")
+    return worst
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables and figures for the notebook
+# --------------------------------------------------------------------------------------------------
+def _budget_tag(fraction: float) -> str:
+    return f"{int(round(fraction * 100))}pct_hhh"
+
+
+def budget_choices(state: BranchState, fractions: Sequence[float] = BUDGET_FRACTIONS) -> pd.DataFrame:
+    """The configuration each budget picks, budgets as fractions of HHH's latency measured in this run."""
+    hhh = float(state.reports["HHH"]["latency_ms"])
+    rows = []
+    for f in list(fractions) + [0.0]:
+        budget = hhh * f if f > 0 else min(float(r["latency_ms"]) for r in state.reports.values()) * 0.5
+        pick = best_under_budget(state.reports, budget)
+        r = state.reports.get(pick.config or "", {})
+        rows.append({"budget": _budget_tag(f) if f > 0 else "half_fastest", "budget_ms": budget,
+                     "chosen": pick.config or "none", "latency_ms": r.get("latency_ms", math.nan),
+                     "val_acer": r.get("val_acer", math.nan), "acer": r.get("acer", math.nan),
+                     "selection_split": SELECTION_SPLIT, "reason": pick.reason, "dataset": state.dataset})
+    return pd.DataFrame(rows)
+
+
+def comparison_table(state: BranchState, fractions: Sequence[float] = BUDGET_FRACTIONS) -> pd.DataFrame:
+    """`tables/branch_comparison.csv`: every configuration (No-PTA reference first) with its cost,
+    latency measured now, test metrics, validation ACER, and fits/chosen flags for a few budgets."""
+    order = ([REFERENCE] if REFERENCE in state.reports else []) + state.configs
+    df = compare(state.reports, order)
+    hhh = float(state.reports["HHH"]["latency_ms"])
+    for f in fractions:
+        tag = _budget_tag(f)
+        pick = best_under_budget(state.reports, hhh * f)
+        df[f"fits_{tag}"] = (df["latency_ms"] <= hhh * f) & (df["config"] != REFERENCE)
+        df[f"chosen_{tag}"] = df["config"] == pick.config
+    df["rel_latency_hhh"] = df["latency_ms"] / hhh
+    df["selection_split"] = SELECTION_SPLIT
+    df["definition"] = "ISO/IEC 30107-3 (attack = positive), threshold 0.5; rates in percent"
+    return df
+
+
+def tradeoff_figure(state: BranchState) -> Any:
+    """Latency (measured now) vs test ACER of every configuration, labelled; the paper's six, the
+    trained five and the No-PTA reference marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    groups = [("trained (Table 2)", "o", "tab:blue"), ("untrained mix", "^", "tab:gray"),
+              ("Both branches", "s", "tab:orange")]
+    for name, marker, color in groups:
+        rs = [r for c, r in state.reports.items() if c != REFERENCE and _group(c) == name]
+        if rs:
+            ax.scatter([r["latency_ms"] for r in rs], [r["acer"] for r in rs], marker=marker, color=color,
+                       label=name, s=[60 if r["paper_config"] else 25 for r in rs], alpha=0.85)
+    if REFERENCE in state.reports:
+        r = state.reports[REFERENCE]
+        ax.scatter([r["latency_ms"]], [r["acer"]], marker="*", s=160, color="tab:red", label="No-PTA (reference)")
+    for c, r in state.reports.items():
+        bold = r["paper_config"] or c == REFERENCE
+        ax.annotate(c, (r["latency_ms"], r["acer"]), xytext=(3, 3), textcoords="offset points",
+                    fontsize=8 if bold else 6, fontweight="bold" if bold else "normal")
+    ax.set_xlabel(f"latency (ms), {LATENCY_BACKEND}, measured now")
+    ax.set_ylabel("test ACER (%)")
+    ax.set_title(f"PTA configurations: latency vs test ACER (large markers: the paper's six)\n{state.dataset}",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _group(config: str) -> str:
+    if "B" in config:
+        return "Both branches"
+    return "trained (Table 2)" if config in PTA_TRAIN_PROBS else "untrained mix"
+
+
+def sample_grid_png(state: BranchState, configs: Sequence[str] | None = None) -> bytes:
+    """PNG of the sample faces, each titled with its true label and the spoof score per shown configuration."""
+    from matplotlib.figure import Figure
+
+    configs = list(configs) if configs is not None else state.shown()
+    samples = state.samples
+    if samples is None or not samples.indices:
+        fig = Figure(figsize=(3, 1))
+        fig.text(0.5, 0.5, "no sample faces", ha="center")
+    else:
+        n = len(samples.indices)
+        cols = min(n, 4)
+        rows = math.ceil(n / cols)
+        fig = Figure(figsize=(2.1 * cols, 2.3 * rows + 0.1 * len(configs)))
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for k, ax in enumerate(axes.ravel()):
+            ax.axis("off")
+            if k >= n:
+                continue
+            ax.imshow(samples.crops[k])
+            truth = "attack" if samples.labels[k] else "bona fide"
+            lines = [truth]
+            ok_all = True
+            for c in configs:
+                s = state.reports[c]["samples"][k]
+                ok_all &= s["correct"]
+                lines.append(f"{c}: {s['score']:.2f} {'ok' if s['correct'] else 'WRONG'}")
+            ax.set_title("\n".join(lines), fontsize=7, color="tab:green" if ok_all else "tab:red")
+        fig.suptitle("P(attack) per configuration (threshold 0.5)", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# The widget: wiring only
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class BranchUI:
+    """The widgets of `build_widget`, kept addressable so tests (and users) can drive them."""
+
+    state: BranchState
+    root: Any
+    toggles: list[Any]
+    pin_button: Any
+    unpin_button: Any
+    budget: Any
+    budget_label: Any
+    table: Any
+    grid: Any
+    _syncing: bool = False
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.root._repr_mimebundle_(**kwargs)
+
+    @property
+    def config(self) -> str:
+        return "".join(t.value for t in self.toggles)
+
+    def refresh(self) -> None:
+        """Redraw the comparison table and the face grid for the shown configurations."""
+        shown = self.state.shown()
+        df = compare(self.state.reports, shown + ([REFERENCE] if REFERENCE in self.state.reports else []))
+        cols = ["config", "blocks", "params_m", "madds_m", "latency_ms", *METRIC_KEYS, "val_acer"]
+        self.table.value = (f"<b>shown: {', '.join(shown)}</b>"
+                            + (f" (pinned: {self.state.pinned})" if self.state.pinned else "")
+                            + df[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}"))
+        self.grid.value = sample_grid_png(self.state, shown)
+
+    def set_config(self, config: str) -> None:
+        """Move the toggles to `config` and redraw once."""
+        cfg = self.state.select(config)
+        self._syncing = True
+        try:
+            for t, m in zip(self.toggles, cfg):
+                t.value = m
+        finally:
+            self._syncing = False
+        self.refresh()
+
+    def on_toggle(self, _change: Any = None) -> None:
+        if self._syncing:
+            return
+        self.state.select(self.config)
+        self.refresh()
+
+    def on_pin(self, _button: Any = None) -> None:
+        self.state.pin()
+        self.refresh()
+
+    def on_unpin(self, _button: Any = None) -> None:
+        self.state.unpin()
+        self.refresh()
+
+    def on_budget(self, change: Any = None) -> None:
+        value = float(change["new"]) if isinstance(change, Mapping) else float(self.budget.value)
+        pick = self.state.apply_budget(value)
+        self.budget_label.value = f"<i>budget {value:.2f} ms: {pick.reason}</i>"
+        if pick.config is not None:
+            self.set_config(pick.config)
+
+
+def build_widget(state: BranchState) -> BranchUI:
+    """ToggleButtons per PTA block (Heavy / Light / Both), Pin / Unpin, a latency-budget slider, and an
+    output area (comparison table + sample faces). Works without a browser (papermill, tests)."""
+    import ipywidgets as w
+
+    n = len(state.model.pta_blocks)
+    options = [(MODE_NAMES[m], m) for m in MODES]
+    toggles = [w.ToggleButtons(options=options, value=state.current[i], description=f"PTA block {i + 1}",
+                               style={"button_width": "70px"}) for i in range(n)]
+    lat = [float(r["latency_ms"]) for c, r in state.reports.items() if c != REFERENCE]
+    lo, hi = min(lat), max(lat)
+    span = max(hi - lo, 0.05 * hi, 1e-3)
+    budget = w.FloatSlider(value=round(hi + 0.05 * span, 3), min=round(max(lo - 0.25 * span, 0.0), 3),
+                           max=round(hi + 0.25 * span, 3), step=round(span / 100, 4) or 1e-3,
+                           description="budget (ms)", continuous_update=False, readout_format=".2f",
+                           style={"description_width": "initial"}, layout=w.Layout(width="520px"))
+    ui = BranchUI(state=state, root=None, toggles=toggles,
+                  pin_button=w.Button(description="Pin", tooltip="keep this configuration for comparison"),
+                  unpin_button=w.Button(description="Unpin"), budget=budget,
+                  budget_label=w.HTML("<i>move the budget to pick the most accurate (validation ACER) "
+                                      "configuration that fits on this machine</i>"),
+                  table=w.HTML(), grid=w.Image(format="png"))
+    for t in toggles:
+        t.observe(ui.on_toggle, names="value")
+    ui.pin_button.on_click(ui.on_pin)
+    ui.unpin_button.on_click(ui.on_unpin)
+    budget.observe(ui.on_budget, names="value")
+    ui.root = w.VBox([w.HTML(f"<b>MobileNetV2+PTA branch configurations</b> ({state.dataset}); latency: "
+                             f"{LATENCY_BACKEND}, measured on this machine"),
+                      *toggles, w.HBox([ui.pin_button, ui.unpin_button]), budget, ui.budget_label,
+                      ui.table, ui.grid])
+    ui.refresh()
+    return ui

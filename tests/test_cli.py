@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+import pytest
+
+from paperkit import cli, reproduce
+
+
+def test_help_lists_verbs():
+    out = subprocess.run([sys.executable, "-m", "paperkit", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for verb in ("data", "profile", "bench", "predict", "reproduce"):
+        assert verb in out.stdout
+
+
+def test_reproduce_rejects_unknown_notebook_and_parameter(tmp_path, capsys):
+    assert cli.main(["reproduce", "--profile", "smoke", "--run-dir", str(tmp_path), "--only", "99"]) == 1
+    assert "no such notebook" in capsys.readouterr().err
+    assert cli.main(["reproduce", "--profile", "smoke", "--run-dir", str(tmp_path), "--only", "00",
+                     "--param", "learning_rat=3"]) == 1
+    assert "declared by none" in capsys.readouterr().err
+
+
+def test_notebook_without_parameters_cell_is_refused(tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "00_x.ipynb")
+    with pytest.raises(reproduce.ReproduceError, match="no cell tagged 'parameters'"):
+        reproduce.check_parameters(tmp_path / "00_x.ipynb", {"profile": "smoke"})

@@ -1,0 +1,386 @@
+"""paperkit.data on hand-made CelebA-Spoof trees (tests/conftest.py): every problem kind, every bad input."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from paperkit import data
+from paperkit.profiles import get_profile
+
+
+def _profile(**kw):
+    base = dict(num_workers=0, batch_size=4, input_size=32, val_fraction=0.2)
+    base.update(kw)
+    return get_profile("smoke", **base)
+
+
+# ---------------------------------------------------------------- summary and index
+def test_summary_matches_issue_shape(tiny_celeba, tiny_celeba_expected):
+    assert data.summary(tiny_celeba) == tiny_celeba_expected
+
+
+def test_index_skips_bad_images_and_keeps_box_fallbacks(tiny_celeba):
+    idx = data.load_index(tiny_celeba, "train")
+    by_id = {Path(s.path).stem: s for s in idx}
+    # missing, zero-byte, corrupt, truncated, bomb are skipped; everything else is kept
+    assert sorted(by_id) == ["000001", "000002", "000003", "000004", "000005", "000006", "000007", "000008",
+                             "000009", "000015", "000016"]
+    assert idx.entries == 16
+    assert idx.problems == {"missing_bb": 1, "empty_bb": 2, "negative_bb": 1, "tiny_bb": 1,
+                            "unreadable_image": 4, "missing_image": 1}
+    assert by_id["000001"].box == (16.0, 9.0, 32.0, 30.0) and by_id["000001"].box_problem == ""
+    for stem, why in [("000005", "missing_bb"), ("000006", "empty_bb"), ("000007", "empty_bb"),
+                      ("000009", "tiny_bb")]:
+        assert by_id[stem].box is None and by_id[stem].box_problem == why
+    neg = by_id["000008"]
+    assert neg.box_problem == "negative_bb" and neg.box[0] == 0.0 and neg.box[1] == 0.0 and neg.box[2] > 3
+    assert idx.examples["missing_image"] == "Data/train/1004/spoof/000013.jpg"
+
+
+def test_sample_fields_from_labels_and_side_files(tiny_celeba):
+    s = {Path(x.path).stem: x for x in data.load_index(tiny_celeba, "train")}["000003"]
+    assert (s.split, s.subject, s.label, s.spoof_type) == ("train", "1001", 1, 7)
+    assert s.domain == "A" and s.video == "train/1001/spoof/7"
+    assert s.cues == (0, 1, -1, -1, 0, -1, -1)
+
+
+def test_without_side_files_cues_are_derived_and_video_defaults(tiny_celeba_builder, tmp_path):
+    root = tiny_celeba_builder(tmp_path / "t", side_files=False, train_subjects=2, test_subjects=1)
+    idx = data.load_index(root, "train")
+    for s in idx:
+        assert s.domain == ""
+        assert s.video == f"train/{s.subject}/{'spoof' if s.label else 'live'}/{s.spoof_type}"
+        assert s.cues == data.derived_cues(s.label, s.spoof_type)
+    assert data.derived_cues(0, 0) == (0,) * 7
+    assert data.derived_cues(1, 1)[:2] == (1, 0) and data.derived_cues(1, 8)[:2] == (0, 1)
+
+
+def test_problems_logged_once_with_example(tiny_celeba, caplog):
+    with caplog.at_level(logging.WARNING, logger="paperkit.data"):
+        data.load_index(tiny_celeba, "train")
+    msgs = [r.getMessage() for r in caplog.records if r.name == "paperkit.data"]
+    assert len(msgs) == 1
+    assert "missing_image=1" in msgs[0] and "000013.jpg" in msgs[0] and "zero-byte" in msgs[0]
+
+
+def test_limit_is_deterministic_and_applied_before_probing(tiny_celeba_clean):
+    a = data.load_index(tiny_celeba_clean, "train", limit=7, seed=3)
+    b = data.load_index(tiny_celeba_clean, "train", limit=7, seed=3)
+    c = data.load_index(tiny_celeba_clean, "train", limit=7, seed=4)
+    assert [s.path for s in a] == [s.path for s in b] and len(a) == 7
+    assert [s.path for s in a] != [s.path for s in c]
+    assert [s.path for s in a] == sorted(s.path for s in a)
+
+
+# ---------------------------------------------------------------- bad input: structure errors
+def test_not_a_tree_names_what_is_missing(tmp_path, capsys):
+    (tmp_path / "Data").mkdir()
+    with pytest.raises(data.DatasetError, match="missing metas/intra_test/train_label.json"):
+        data.check_root(tmp_path)
+    with pytest.raises(data.DatasetError, match="does not exist"):
+        data.summary(tmp_path / "nope")
+    assert data.cli_summary(tmp_path, as_json=True) != 0
+    err = capsys.readouterr().err
+    assert "metas/intra_test/test_label.json" in err and "expected a CelebA-Spoof tree" in err
+    assert issubclass(data.DatasetError, ValueError)
+
+
+def test_cli_summary_json(tiny_celeba, tiny_celeba_expected, capsys):
+    assert data.cli_summary(tiny_celeba, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out) == tiny_celeba_expected
+    assert data.cli_summary(tiny_celeba, as_json=False) == 0
+    assert "problems:" in capsys.readouterr().out
+
+
+def test_malformed_json_names_file(tiny_celeba):
+    f = tiny_celeba / "metas/intra_test/test_label.json"
+    f.write_text('{"Data/test/2001/live/000101.jpg": [0, 1,')
+    with pytest.raises(data.DatasetError, match=r"test_label\.json is not valid JSON"):
+        data.summary(tiny_celeba)
+    f.write_text("[1, 2, 3]")
+    with pytest.raises(data.DatasetError, match="expected a JSON object"):
+        data.load_index(tiny_celeba, "test")
+
+
+@pytest.mark.parametrize("bad", [[0] * 43, [0] * 45, [0] * 43 + ["1"], [0] * 43 + [1.0], [0] * 43 + [True],
+                                 [0] * 43 + [2], "0" * 44, None])
+def test_label_not_44_integers_names_key_and_file(tiny_celeba, bad):
+    f = tiny_celeba / "metas/intra_test/train_label.json"
+    labels = json.loads(f.read_text())
+    labels["Data/train/1001/live/000001.jpg"] = bad
+    f.write_text(json.dumps(labels))
+    with pytest.raises(data.DatasetError) as e:
+        data.load_index(tiny_celeba, "train")
+    assert "Data/train/1001/live/000001.jpg" in str(e.value) and "train_label.json" in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["Data/train/../../../etc/passwd", "../outside/Data/x.jpg", "/etc/passwd",
+                                 "Data\\..\\..\\x.jpg", "C:/Data/x.jpg", "Data/x.jpg", "images/train/1/live/1.jpg"])
+def test_key_outside_root_is_an_error(tiny_celeba, key):
+    f = tiny_celeba / "metas/intra_test/train_label.json"
+    labels = json.loads(f.read_text())
+    labels[key] = [0] * 44
+    f.write_text(json.dumps(labels))
+    with pytest.raises(data.DatasetError, match="train_label.json: key"):
+        data.load_index(tiny_celeba, "train")
+
+
+# ---------------------------------------------------------------- bad input: images
+def test_probe_reasons(tiny_celeba):
+    train = tiny_celeba / "Data/train"
+    assert data.probe_image(train / "1003/spoof/000010.jpg")[2] == "zero-byte file"
+    assert data.probe_image(train / "1003/spoof/000011.jpg")[0] == "unreadable_image"
+    status, _, why = data.probe_image(train / "1004/live/000012.jpg")
+    assert status == "unreadable_image" and "truncated" in why
+    status, _, why = data.probe_image(train / "1004/live/000014.png")
+    assert status == "unreadable_image" and "decompression-bomb" in why
+    assert data.probe_image(train / "1004/spoof/000013.jpg")[0] == "missing_image"
+    assert data.probe_image(train / "1001/live/000001.jpg") == ("ok", (64, 48), "")
+
+
+def test_decode_refuses_bomb_zero_byte_corrupt_and_missing(tiny_celeba):
+    train = tiny_celeba / "Data/train"
+    with pytest.raises(data.ImageError, match="decompression-bomb"):
+        data.decode_image(train / "1004/live/000014.png")
+    for rel in ("1003/spoof/000010.jpg", "1003/spoof/000011.jpg", "1004/spoof/000013.jpg"):
+        with pytest.raises(data.ImageError, match=rel.split("/")[-1]):
+            data.decode_image(train / rel)
+
+
+def test_gray_rgba_16bit_decode_to_rgb_uint8(tiny_celeba):
+    train = tiny_celeba / "Data/train/1001"
+    ref = cv2.cvtColor(cv2.imread(str(train / "live/000001.jpg")), cv2.COLOR_BGR2RGB)
+    for rel in ("live/000002.png", "spoof/000003.png", "spoof/000004.png"):
+        img = data.decode_image(train / rel)
+        assert img.dtype == np.uint8 and img.shape == (48, 64, 3), rel
+    gray = data.decode_image(train / "live/000002.png")
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    # 16-bit PNG of the same content as the 8-bit source (x257) comes back as the 8-bit values
+    from conftest import face_image  # noqa: E402  (tests dir is on sys.path via rootdir conftest)
+    src = cv2.cvtColor(face_image(4), cv2.COLOR_BGR2RGB)
+    assert np.abs(data.decode_image(train / "spoof/000004.png").astype(int) - src).max() <= 1
+    rgba_src = cv2.cvtColor(face_image(3), cv2.COLOR_BGR2RGB)
+    assert (data.decode_image(train / "spoof/000003.png") == rgba_src).all()
+    assert ref.shape == (48, 64, 3)
+
+
+def test_dataset_substitutes_image_that_vanished_after_indexing(tiny_celeba, caplog):
+    idx = data.load_index(tiny_celeba, "test")
+    ds = data.FaceDataset(tiny_celeba, idx, size=32)
+    (tiny_celeba / idx[0].path).unlink()
+    with caplog.at_level(logging.WARNING, logger="paperkit.data"):
+        x, y, cues = ds[0]
+    assert y == idx[1].label and ds.runtime_failures == 1
+    assert any(Path(idx[0].path).name in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------- boxes
+@pytest.mark.parametrize("text,expected", [
+    ("", ("empty_bb", None)), ("\n\n  \n", ("empty_bb", None)), ("1 2 3", ("empty_bb", None)),
+    ("a b c d e", ("empty_bb", None)), ("1 2 nan 4 0.9", ("empty_bb", None)), ("1 2 inf 4", ("empty_bb", None)),
+    ("\n10 20 30 40 0.98\n", ("ok", (10.0, 20.0, 30.0, 40.0))), ("10,20,30,40", ("ok", (10.0, 20.0, 30.0, 40.0))),
+    ("10 20 30 40", ("ok", (10.0, 20.0, 30.0, 40.0))),
+])
+def test_read_box(tmp_path, text, expected):
+    f = tmp_path / "x_BB.txt"
+    f.write_text(text)
+    assert data.read_box(f) == expected
+
+
+def test_read_box_missing_and_binary(tmp_path):
+    assert data.read_box(tmp_path / "nope_BB.txt") == ("missing_bb", None)
+    (tmp_path / "b_BB.txt").write_bytes(b"\xff\xfe\x00\x01")
+    assert data.read_box(tmp_path / "b_BB.txt") == ("empty_bb", None)
+
+
+def test_box_to_pixels_scales_and_clips():
+    box, neg, tiny = data.box_to_pixels((56, 56, 112, 112), 448, 224)
+    assert box == (112.0, 56.0, 224.0, 112.0) and not neg and not tiny
+    box, neg, tiny = data.box_to_pixels((-20, 200, 100, 100), 224, 224)
+    assert box == (0.0, 200.0, 80.0, 24.0) and neg and not tiny
+    assert data.box_to_pixels((300, 300, 10, 10), 224, 224)[2]          # entirely outside -> tiny
+    assert data.box_to_pixels((10, 10, 2, 50), 224, 224)[2]             # 2 px wide -> tiny
+    assert not data.box_to_pixels((10, 10, 3, 3), 224, 224)[2]
+
+
+# ---------------------------------------------------------------- crops and preprocessing
+def _img(h=40, w=60, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_crop_inside_is_a_plain_slice():
+    img = _img()
+    out = data.crop_face(img, (20, 10, 10, 8), 15)  # side 15 around centre (25, 14): floor(25-7.5)=17
+    assert out.shape == (15, 15, 3) and out.dtype == np.uint8
+    assert (out == img[6:21, 17:32]).all()
+
+
+@pytest.mark.parametrize("box", [(0, 0, 30, 30), (50, 30, 10, 10), (-5, 20, 40, 10), (10, 5, 80, 70),
+                                 (58, 38, 4, 4)])
+def test_crop_outside_is_reflect101_of_the_full_image(box):
+    img = _img()
+    x, y, w, h = box
+    side = int(round(1.5 * max(w, h)))
+    x0, y0 = int(np.floor(x + w / 2 - side / 2)), int(np.floor(y + h / 2 - side / 2))
+    pad = 200
+    ref = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")   # numpy 'reflect' == REFLECT_101
+    expected = ref[pad + y0:pad + y0 + side, pad + x0:pad + x0 + side]
+    out = data.crop_face(img, box, side)
+    assert (out == expected).all()
+
+
+def test_crop_fallback_is_centre_square_and_resizes():
+    img = _img(40, 60)
+    assert (data.crop_face(img, None, 40) == img[:, 10:50]).all()
+    assert (data.crop_face(img, (5, 5, 0, 7), 40) == img[:, 10:50]).all()
+    assert data.crop_face(img, None, 128).shape == (128, 128, 3)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        data.crop_face(img[..., 0], None, 16)
+
+
+def test_preprocess_range_and_shape():
+    crop = np.zeros((20, 20, 3), np.uint8)
+    crop[..., 1] = 255
+    t = data.preprocess(crop, 16)
+    assert t.shape == (3, 16, 16) and t.dtype == torch.float32
+    assert torch.allclose(t[0], torch.full((16, 16), -1.0)) and torch.allclose(t[1], torch.ones(16, 16))
+    with pytest.raises(ValueError):
+        data.preprocess(crop.astype(np.float32), 16)
+
+
+def test_augment_is_reproducible_and_keeps_uint8():
+    crop = _img(32, 32)
+    a = data.augment(crop, data.sample_rng(0, 1, 5))
+    b = data.augment(crop, data.sample_rng(0, 1, 5))
+    c = data.augment(crop, data.sample_rng(0, 2, 5))
+    assert a.dtype == np.uint8 and a.shape == crop.shape
+    assert (a == b).all() and not (a == c).all()
+    noisy = data.iso_noise(np.full((32, 32, 3), 128, np.uint8), data.sample_rng(0, 0, 0), 0.5, 0.05)
+    assert 1.0 < noisy.astype(float).std() < 20.0
+
+
+# ---------------------------------------------------------------- dataset and loaders
+def test_dataset_items_and_epoch_seeding(tiny_celeba_clean):
+    idx = data.load_index(tiny_celeba_clean, "train")
+    ev = data.FaceDataset(tiny_celeba_clean, idx, size=32)
+    x, y, cues = ev[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
+    assert cues.dtype == torch.long and cues.shape == (7,)
+    assert torch.equal(x, data.preprocess(ev.load_crop(0), 32))
+    tr = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=True, seed=1)
+    assert torch.equal(tr[(3, 0)][0], tr[(3, 0)][0])
+    assert not torch.equal(tr[(3, 0)][0], tr[(3, 1)][0])
+
+
+def test_hand_built_sample_reads_its_box_lazily(tiny_celeba_clean):
+    key = data.load_index(tiny_celeba_clean, "test")[0].path
+    s = data.Sample(path=key, split="test", subject="4000", label=0)
+    assert s.box_problem == "unchecked" and s.video == "test/4000/live/0"
+    ds = data.FaceDataset(tiny_celeba_clean, [s], size=48)
+    img = data.decode_image(tiny_celeba_clean / key)
+    assert (ds.load_crop(0) == data.crop_face(img, (16, 9, 32, 30), 48)).all()
+
+
+def test_epoch_sampler():
+    s = data.EpochSampler(10, seed=3)
+    e0, e1 = list(s), list(s)
+    assert {e for _, e in e0} == {0} and {e for _, e in e1} == {1}
+    assert sorted(i for i, _ in e0) == list(range(10)) and e0 != [(i, 0) for i in range(10)]
+    s.set_epoch(0)
+    assert list(s) == e0
+
+
+def test_make_loaders_split_by_subject_and_deterministic(tiny_celeba_clean):
+    prof = _profile()
+    a = data.make_loaders(tiny_celeba_clean, prof, seed=0)
+    b = data.make_loaders(tiny_celeba_clean, prof, seed=0)
+    tr, va, te = (a[k].dataset.samples for k in ("train", "val", "test"))
+    assert {s.subject for s in tr}.isdisjoint({s.subject for s in va})
+    assert len({s.subject for s in va}) == 1 and len({s.subject for s in tr}) == 5
+    assert {s.split for s in te} == {"test"} and len(te) == 8
+    assert a["train"].drop_last and not a["val"].drop_last
+    xa, ya, _ = next(iter(a["train"]))
+    xb, yb, _ = next(iter(b["train"]))
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    xa2, _, _ = next(iter(a["train"]))       # next epoch: new order / augmentation
+    assert not torch.equal(xa, xa2)
+
+
+def test_make_loaders_caps_and_domain(tiny_celeba_clean):
+    capped = data.make_loaders(tiny_celeba_clean, _profile(max_train_images=10, max_test_images=3), seed=0)
+    assert len(capped["train"].dataset) + len(capped["val"].dataset) == 10
+    assert len(capped["test"].dataset) == 3
+    dom = data.make_loaders(tiny_celeba_clean, _profile(), seed=0, domain="A", test_domain="B")
+    assert {s.domain for k in ("train", "val") for s in dom[k].dataset.samples} == {"A"}
+    assert {s.domain for s in dom["test"].dataset.samples} == {"B"}
+
+
+def test_domain_filter_falls_back_to_samples_side_file(tiny_celeba_clean):
+    import shutil
+    shutil.rmtree(tiny_celeba_clean / "metas/protocol_domain")
+    idx = data.load_index(tiny_celeba_clean, "train", domain="B")
+    assert idx and {s.domain for s in idx} == {"B"}
+
+
+def test_worker_loader_matches_single_process(tiny_celeba_clean):
+    one = data.make_loaders(tiny_celeba_clean, _profile(num_workers=1), seed=5)
+    zero = data.make_loaders(tiny_celeba_clean, _profile(num_workers=0), seed=5)
+    assert one["train"].persistent_workers and one["train"].num_workers == 1
+    for _ in range(2):   # two epochs through a persistent worker: augmentation still follows the epoch
+        for (x1, y1, _), (x0, y0, _) in zip(one["train"], zero["train"]):
+            assert torch.equal(x1, x0) and torch.equal(y1, y0)
+
+
+def test_make_loaders_reports_problems(tiny_celeba):
+    loaders = data.make_loaders(tiny_celeba, _profile(), seed=0)
+    assert loaders["train"].dataset.problems["unreadable_image"] == 4
+    assert len(loaders["train"].dataset) + len(loaders["val"].dataset) == 11
+
+
+def test_bench_loading_runs(tiny_celeba_clean):
+    r = data.bench_loading(tiny_celeba_clean, size=32, n=8, workers=0)
+    assert r["images"] == 8 and r["img_per_s_single"] > 0
+    assert set(r["ms_per_image"]) == {"decode", "crop", "augment", "preprocess"}
+
+
+# ---------------------------------------------------------------- notebook 00_data
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_data.ipynb"
+
+
+def test_notebook_00_is_thin_and_clean():
+    nb = json.loads(NOTEBOOK.read_text())   # plain JSON: nbformat's schema validation costs seconds
+    assert nb["nbformat"] == 4 and nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    src = ["".join(c["source"]) for c in code]
+    params = [i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", [])]
+    assert params == [0]
+    assert src[0].splitlines() == ['profile = "default"', 'data_root = ""', 'run_dir = "../results"', "seed = 0"]
+    for c, text in zip(code, src):
+        assert not c["outputs"] and c["execution_count"] is None
+        assert not any(line.lstrip().startswith(("def ", "class ")) for line in text.splitlines())
+    assert "record_notebook" in src[-1] and '"00_data"' in src[-1]
+
+
+@pytest.mark.slow
+def test_notebook_00_runs_under_papermill(tiny_celeba_clean, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    run_dir = tmp_path / "run"
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               parameters={"profile": "smoke", "data_root": str(tiny_celeba_clean),
+                                           "run_dir": str(run_dir), "seed": 0},
+                               cwd=str(NOTEBOOK.parent), progress_bar=False)
+    import pandas as pd
+    table = pd.read_csv(run_dir / "tables" / "data_summary.csv")
+    assert list(table["split"]) == ["train", "test"] and (table["dataset"] == "CelebA-Spoof").all()
+    for name in ("data_samples", "data_spectra", "data_labels"):
+        assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000
+    entry = json.loads((run_dir / "manifest.json").read_text())["entries"]["00_data"]
+    assert entry["parameters"]["profile"] == "smoke"
+    assert sorted(entry["outputs"]) == ["figures/data_labels.png", "figures/data_samples.png",
+                                        "figures/data_spectra.png", "tables/data_summary.csv"]

@@ -1,0 +1,209 @@
+"""Tests for the embedded dataset generator (paperkit.synth) and the face helpers (paperkit.faces).
+
+Kept fast: a profile smaller than `smoke` (4 identities) except one smoke build shared by most checks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paperkit import faces, synth
+from paperkit.profiles import get_profile
+
+TINY = get_profile("smoke", synth_identities=5, synth_live_per_identity=2, synth_spoof_per_identity=3,
+                   synth_image_size=96)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory) -> Path:
+    return synth.build(tmp_path_factory.mktemp("synth") / "ds", profile="smoke", seed=0, progress=False)
+
+
+def test_layout_matches_celeba_spoof(smoke_root: Path) -> None:
+    prof = get_profile("smoke")
+    labels = {}
+    for split in ("train", "test"):
+        d = json.loads((smoke_root / "metas" / "intra_test" / f"{split}_label.json").read_text())
+        labels.update(d)
+        for rel in d:
+            parts = rel.split("/")
+            assert parts[0] == "Data" and parts[1] == split and parts[3] in ("live", "spoof"), rel
+            assert len(parts) == 5 and len(parts[4]) == len("000000.jpg") and parts[4][:6].isdigit(), rel
+            img = smoke_root / rel
+            assert img.is_file()
+            bb = (img.parent / f"{img.stem}_BB.txt").read_text().split()
+            assert len(bb) == 5
+            x, y, w, h = map(int, bb[:4])
+            assert 10 < w < 224 and 10 < h < 224 and -50 < x < 224 and -50 < y < 224
+            assert 0 < float(bb[4]) <= 1
+    assert len(labels) == prof.synth_identities * (prof.synth_live_per_identity + prof.synth_spoof_per_identity)
+    files = {str(p.relative_to(smoke_root)) for p in (smoke_root / "Data").rglob("*.jpg")}
+    assert files == set(labels)
+    import cv2
+    im = cv2.imread(str(smoke_root / next(iter(labels))))
+    assert im.shape == (prof.synth_image_size, prof.synth_image_size, 3)
+
+
+def test_label_vectors(smoke_root: Path) -> None:
+    seen = set()
+    for split in ("train", "test"):
+        d = json.loads((smoke_root / "metas" / "intra_test" / f"{split}_label.json").read_text())
+        for rel, v in d.items():
+            assert len(v) == 44 and all(isinstance(x, int) for x in v)
+            live = rel.split("/")[3] == "live"
+            assert v[43] == (0 if live else 1)
+            if live:
+                assert v[40] == 0 and v[41] == 0 and v[42] == 0
+                assert set(v[:40]) <= {0, 1}
+            else:
+                assert 1 <= v[40] <= 10 and 1 <= v[41] <= 4 and v[42] in (1, 2)
+                assert v[:40] == [0] * 40
+                seen.add(v[40])
+    assert len(seen) >= 5, seen  # the type decks spread attacks even in a tiny build
+
+
+def test_subject_disjoint_and_side_files(smoke_root: Path) -> None:
+    tr = json.loads((smoke_root / "metas/intra_test/train_label.json").read_text())
+    te = json.loads((smoke_root / "metas/intra_test/test_label.json").read_text())
+    subj = lambda d: {k.split("/")[2] for k in d}  # noqa: E731
+    assert subj(tr) and subj(te) and not subj(tr) & subj(te)
+    assert len(subj(te)) == round(0.2 * get_profile("smoke").synth_identities)
+    cues = json.loads((smoke_root / "metas/paperkit/attack_cues.json").read_text())
+    assert cues["cues"] == synth.CUES
+    samples = json.loads((smoke_root / "metas/paperkit/samples.json").read_text())
+    allv = {**tr, **te}
+    assert set(cues["labels"]) == set(allv) == set(samples)
+    for rel, c in cues["labels"].items():
+        v = allv[rel]
+        assert len(c) == 7 and set(c) <= {0, 1}
+        if v[43] == 0:
+            assert c[:6] == [0] * 6
+        else:
+            assert c[0] == int(v[40] in (1, 2, 3, 4, 5, 6)) and c[1] == int(v[40] in (7, 8, 9))
+            assert c[4] == int(v[40] in (4, 5, 6))
+    # videos: one subject, one kind, one domain; several frames
+    vids: dict[str, set] = {}
+    for rel, s in samples.items():
+        assert s["domain"] in ("A", "B")
+        vids.setdefault(s["video"], set()).add((rel.split("/")[2], rel.split("/")[3], allv[rel][40], s["domain"]))
+    assert all(len(v) == 1 for v in vids.values())
+    assert len(vids) < len(samples)
+    # domain protocol files partition each split
+    for split, d in (("train", tr), ("test", te)):
+        a = json.loads((smoke_root / f"metas/protocol_domain/A_{split}_label.json").read_text())
+        b = json.loads((smoke_root / f"metas/protocol_domain/B_{split}_label.json").read_text())
+        assert set(a) | set(b) == set(d) and not set(a) & set(b)
+        assert all(d[k] == v for k, v in {**a, **b}.items())
+        assert all(samples[k]["domain"] == "A" for k in a) and all(samples[k]["domain"] == "B" for k in b)
+    meta = json.loads((smoke_root / synth.MARKER).read_text())
+    assert meta["generator"] == "paperkit.synth" and meta["seed"] == 0 and meta["profile"] == "smoke"
+    assert meta["version"] == synth.VERSION
+
+
+def test_deterministic(tmp_path: Path) -> None:
+    a = synth.build(tmp_path / "a", profile=TINY, seed=3, progress=False)
+    b = synth.build(tmp_path / "b", profile=TINY, seed=3, progress=False)
+    c = synth.build(tmp_path / "c", profile=TINY, seed=4, progress=False)
+    da, db, dc = _tree_digest(a), _tree_digest(b), _tree_digest(c)
+    assert da == db
+    assert da != dc
+
+
+def test_difficulty_changes_output(tmp_path: Path) -> None:
+    a = synth.build(tmp_path / "a", profile=TINY, seed=1, difficulty=0.0, progress=False)
+    b = synth.build(tmp_path / "b", profile=TINY, seed=1, difficulty=1.0, progress=False)
+    assert _tree_digest(a) != _tree_digest(b)
+    with pytest.raises(ValueError, match="difficulty"):
+        synth.build(tmp_path / "c", profile=TINY, difficulty=1.5, progress=False)
+
+
+def test_refuses_nonempty_out(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        synth.build(tmp_path / "x", profile=TINY, progress=False)
+    assert (tmp_path / "x" / "f").read_text() == "keep me"
+
+
+def test_default_root_caches(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PAPERKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(synth, "get_profile", lambda name, **kw: TINY)
+    r1 = synth.default_root("smoke", seed=2)
+    assert r1.name == f"synth-v{synth.VERSION}-smoke-s2" and (r1 / synth.MARKER).is_file()
+    stamp = (r1 / synth.MARKER).stat().st_mtime_ns
+    assert synth.default_root("smoke", seed=2) == r1
+    assert (r1 / synth.MARKER).stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_renderer_and_haar() -> None:
+    ident = faces.make_identity(0, 1)
+    assert ident == faces.make_identity(0, 1)
+    r = np.random.default_rng(0)
+    rgb, alpha, box, marks = faces.render_person(ident, faces.random_pose(r), 128, r)
+    assert rgb.shape == (128, 128, 3) and alpha.shape == (128, 128)
+    x, y, w, h = box
+    assert 0 < x < 128 and 0 < y < 128 and 20 < w < 100
+    # skin has real high-frequency texture (pores), not a flat fill
+    cx, cy = int(marks.face[0]), int(marks.face[1] + marks.face[3] * 0.35)
+    patch = rgb[cy - 3:cy + 3, cx + 8:cx + 14, 1]
+    assert patch.std() > 0.005
+    from skimage import data
+    found = faces.find_faces(data.astronaut())
+    x, y, w, h = found[0]  # her face: about (177, 67, 93, 93) in the 512 px photo
+    assert 60 < w < 200 and 150 < x + w / 2 < 300 and 60 < y + h / 2 < 200
+
+
+def _face_photos(tmp_path: Path) -> Path:
+    import cv2
+    from skimage import data
+    d = tmp_path / "faces"
+    (d / "eileen").mkdir(parents=True)
+    cv2.imwrite(str(d / "eileen" / "a.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(d / "bricks.png"), data.brick())  # no face: skipped and counted
+    import matplotlib.cbook as cbook
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        (d / "grace.jpg").write_bytes(f.read())
+    return d
+
+
+def test_faces_dir(tmp_path: Path, capsys) -> None:
+    src = _face_photos(tmp_path)
+    root = synth.build(tmp_path / "out", profile=TINY, seed=0, faces_dir=src, progress=False)
+    assert "skipped 1 photo(s) with no face" in capsys.readouterr().err
+    meta = json.loads((root / synth.MARKER).read_text())
+    assert meta["identities"] == 2 and meta["faces_without_face"] == 1 and meta["source"] == "faces_dir"
+    tr = json.loads((root / "metas/intra_test/train_label.json").read_text())
+    te = json.loads((root / "metas/intra_test/test_label.json").read_text())
+    assert len(tr) == len(te) == 5
+    assert {v[43] for v in tr.values()} == {0, 1}
+
+
+def test_faces_dir_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="folder not found"):
+        synth.build(tmp_path / "o1", profile=TINY, faces_dir=tmp_path / "nope", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no photos"):
+        synth.build(tmp_path / "o2", profile=TINY, faces_dir=tmp_path / "empty", progress=False)
+    import cv2
+    from skimage import data
+    (tmp_path / "noface").mkdir()
+    cv2.imwrite(str(tmp_path / "noface" / "b.png"), data.brick())
+    with pytest.raises(ValueError, match="no face found"):
+        synth.build(tmp_path / "o3", profile=TINY, faces_dir=tmp_path / "noface", progress=False)
+    assert not (tmp_path / "o3").exists()
+    assert synth.cli_synth(str(tmp_path / "o4"), "smoke", 0, str(tmp_path / "nope")) == 2
+
+
+def test_bench_reports_rate() -> None:
+    out = synth.bench(TINY, n=6, workers=1)
+    assert out["images"] == 6 and out["img_per_s"] > 0 and out["image_size"] == 96
