@@ -55,6 +55,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+# OpenCV's own thread pool does not survive fork(): a DataLoader worker forked from a process whose pool
+# has run deadlocks in its first cv2 call. DataLoader workers give the parallelism, so keep OpenCV serial.
+cv2.setNumThreads(1)
+
 log = logging.getLogger("paperkit.data")
 
 MEAN = (0.5, 0.5, 0.5)
@@ -723,8 +727,7 @@ class EpochSampler(Sampler):
 
 def _worker_init(_: int) -> None:
     # one thread per worker: workers are the parallelism; nested thread pools oversubscribe 2 cores
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(1)  # (OpenCV is already single-threaded: see the import block)
 
 
 def _loader(ds: FaceDataset, batch_size: int, workers: int, sampler: Sampler | None = None,

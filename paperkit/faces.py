@@ -20,6 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# Serial OpenCV: its thread pool deadlocks in processes forked after it ran (DataLoader workers).
+cv2.setNumThreads(1)
+
 _ID_STREAM = 7_000_001  # rng stream tag for identity parameters (keeps them apart from per-image streams)
 
 # CelebA attribute indices we can state truthfully for a rendered identity (the rest stay 0).

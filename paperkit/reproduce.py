@@ -104,10 +104,12 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
 def _write_manifest(run_dir: Path, profile: str, seed: int, data_root: str, timings: dict[str, float],
                     failed: str | None) -> None:
     root: str | None = data_root or None
-    if root is None:
-        from . import synth
-        cached = synth.cached_root(profile, seed) if hasattr(synth, "cached_root") else None
-        root = str(cached) if cached else None
+    if root is None:  # the embedded dataset the notebooks used (cached by then; built if 00 never ran)
+        from . import data
+        try:
+            root = str(data.resolve_root("", profile, seed))
+        except Exception as e:  # the manifest must still be written when the failure was the dataset
+            print(f"reproduce: could not fingerprint the dataset: {e}", file=sys.stderr)
     results.update_manifest(run_dir, "reproduce", {
         "profile": profile, "seed": seed, "data_root": data_root or "(embedded synthetic default)",
         "dataset": results.dataset_info(root), "notebook_wall_time_s": timings,
