@@ -33,7 +33,7 @@ from . import __version__ as _pkg_version
 from . import faces
 from .profiles import get_profile
 
-VERSION = "1"
+VERSION = "3"  # bump whenever the output changes: it keys the cache folder
 GENERATOR = "paperkit.synth"
 MARKER = "PAPERKIT_SYNTHETIC.json"  # == paperkit.results.SYNTH_MARKER
 CUES = ["print", "screen", "moire", "glare", "cutout", "paper_texture", "low_quality"]
@@ -424,16 +424,17 @@ class Job:
 def _strength(r: np.random.Generator, difficulty: float) -> float:
     """Attack strength in [0,1] (1 = blatant), Beta-distributed with mean 1 - difficulty."""
     d = float(np.clip(difficulty, 0.0, 1.0))
-    a = 0.35 + 2.2 * (1 - d)
-    b = 0.35 + 2.2 * d
-    return float(r.beta(a, b))
+    a = 0.35 + 3.0 * (1 - d)
+    b = 0.35 + 3.0 * d
+    lo = max(0.0, 0.6 * (1 - 2 * d))  # easy settings: no near-invisible attacks
+    return float(lo + (1 - lo) * r.beta(a, b))
 
 
 def _camera_session(r: np.random.Generator, dom: dict, difficulty: float, illum: int) -> dict:
     """Camera settings for one capture session; identical distribution for live and spoof."""
     d = float(np.clip(difficulty, 0, 1))
     lo, hi = dom["blur"]
-    blur = r.uniform(lo, hi) * (1 + d * r.uniform(0, 0.8))
+    blur = r.uniform(lo, hi) * (0.75 + 0.25 * d + d * r.uniform(0, 0.8))
     qlo, qhi = dom["jpeg"]
     q = int(round(r.uniform(qlo, qhi) - d * r.uniform(0, 20)))
     iso = 1.0 + (dom["iso_dark"] if illum == 4 else 0.0) + d * r.uniform(0, 0.8)
@@ -527,10 +528,12 @@ def _medium_params(kind: int, r: np.random.Generator, dom: dict, difficulty: flo
             "desat": float(r.uniform(0.5, 1.0)), "black": float(r.uniform(0.5, 1.0)),
             "paper_white": tuple(float(v) for v in np.array([0.97, 0.96, 0.92]) * r.uniform(0.95, 1.02, 3)),
             "print_gamma": float(1 + r.uniform(-0.1, 0.3) * s),
-            "halftone": float(np.clip((0.25 if glossy else 0.7) * s * r.uniform(0.6, 1.4), 0, 1)),
-            "ht_period": float(r.uniform(2.2, 3.2) if kind != 2 else r.uniform(3.0, 4.5)),
+            "halftone": float(np.clip((0.5 if glossy else 0.9) * s * r.uniform(0.8, 1.3), 0, 1)),
+            # halftone period as seen by the camera (frame px): coarse screens / close-up prints at low
+            # difficulty survive the optics and the crop resize; fine ones alias into faint moire
+            "ht_frame": float((1 - difficulty) * r.uniform(3.0, 5.5) + difficulty * r.uniform(1.2, 2.6)),
             "ht_sharp": float(r.uniform(1.5, 4.0)),
-            "paper_amp": float((0.012 if glossy else 0.05) * s * r.uniform(0.5, 1.5)),
+            "paper_amp": float((0.02 if glossy else 0.06) * s * r.uniform(0.6, 1.4)),
             "banding": float(0.03 * s * r.random()) if kind == 3 else 0.0, "band_period": float(r.uniform(6, 14)),
             "glare": float((r.uniform(0.15, 0.55) if glossy else r.uniform(0.0, 0.25)) * (0.4 + 0.6 * s) * (r.random() < 0.7)),
             "glare_xy": tuple(float(v) for v in r.uniform(0.15, 0.85, 2)), "glare_size": tuple(float(v) for v in r.uniform(0.08, 0.35, 2)),
@@ -542,15 +545,18 @@ def _medium_params(kind: int, r: np.random.Generator, dom: dict, difficulty: flo
         if kind in CUTOUTS:
             p["coverage"] = 1.0
             p["mask_scale"] = float(r.uniform(1.0, 1.12))
-            p["mask_shift"] = tuple(float(v) for v in r.normal(0, 0.015, 2))
+            p["mask_shift"] = tuple(float(v) for v in r.normal(0, 0.015 + 0.015 * (1 - difficulty), 2))
             p["region"] = str(r.choice(["upper", "lower"]))
             p["holes"] = bool(kind == 4 or r.random() < 0.7)
             p["edge"] = float(0.3 + 0.7 * s)
+            p["lift"] = float(r.uniform(1.0, 3.0) * (0.5 + s))  # paper's distance from the face: shadow width (px)
     else:
         lo, hi = dom["screen_pitch"][kind]
         p.update({
-            "pitch": int(r.integers(lo, hi + 1)), "gamma": float(1 + r.uniform(-0.25, 0.35) * (0.3 + 0.7 * s)),
-            "white": tuple(float(v) for v in np.array([0.94, 0.98, 1.06]) ** (0.5 + s) * r.uniform(0.97, 1.03, 3)),
+            # panel pitch (plane units): coarser panels / closer replays at low difficulty show the sub-pixel
+            # grid and pixelation at frequencies the camera resolves
+            "pitch": float(r.uniform(lo, hi + 1) * (1 + 1.0 * (1 - difficulty))), "gamma": float(1 + r.uniform(-0.25, 0.35) * (0.3 + 0.7 * s)),
+            "white": tuple(float(v) for v in np.array([0.93, 0.98, 1.08]) ** (0.5 + 1.5 * s) * r.uniform(0.97, 1.03, 3)),
             "black": float(r.uniform(0.01, 0.06) * (0.3 + s)), "bright": float(r.uniform(0.9, 1.15)),
             "grid": float(np.clip(0.85 * s * r.uniform(0.5, 1.3), 0, 0.95)),
             "reflect": float(r.uniform(0.02, 0.25) * (0.3 + 0.7 * s) * (r.random() < 0.8)),
@@ -564,12 +570,21 @@ def _frame_jitter(r: np.random.Generator, base: dict) -> faces.Pose:
     return faces.random_pose(r, faces.Pose(**base))
 
 
-def _atten(sigma: float, period: float) -> float:
-    """Gaussian blur MTF at a spatial period (pixels): how much of a periodic cue survives."""
+def _mtf(sigma: float, period: float) -> float:
     if period <= 0:
         return 0.0
     f = 1.0 / period
     return math.exp(-2 * (math.pi * sigma * f) ** 2)
+
+
+def _atten(sigma: float, period: float) -> float:
+    """Optical low-pass a periodic cue suffers *before* sampling, beyond what the frame's own Gaussian blur
+    (applied later) does to it: a structure the sensor resolves (period >= 2 px) keeps full amplitude
+    here and is blurred once with the frame; a finer one, which aliases to a lower frequency that the
+    frame blur would wrongly spare, is attenuated by the MTF ratio."""
+    if period <= 0:
+        return 0.0
+    return _mtf(sigma, period) / _mtf(sigma, max(period, 2.0))
 
 
 def render_frame(job: Job, seed: int, n: int) -> dict:
@@ -613,23 +628,26 @@ def render_frame(job: Job, seed: int, n: int) -> dict:
                                      borderMode=cv2.BORDER_REFLECT)
             cut = _cutout_mask(kind, med, c_marks.moved(a_m), c_alpha, a_m, n)
             edge = med["edge"]
-            rim = cv2.GaussianBlur(cut, (0, 0), 1.0) - cut  # just outside the paper: its drop shadow
-            base = live_scene * (1 - np.clip(rim * 3 * edge, 0, 0.6))[..., None]
+            lift = med.get("lift", 1.0)
+            sh = cv2.GaussianBlur(cut, (0, 0), lift)
+            sh = np.roll(sh, (int(round(lift * 0.7)), int(round(lift * 0.5))), (0, 1))  # drop shadow, offset from the light
+            rim = np.clip(sh - cut, 0, 1)
+            base = live_scene * (1 - np.clip(rim * 2 * edge, 0, 0.6))[..., None]
             plane = printed * cut[..., None] + base * (1 - cut[..., None])
             ext = np.clip((cut - cv2.erode(cut, np.ones((3, 3), np.uint8))) * edge, 0, 1)  # the paper edge catches light
-            plane += ext[..., None] * 0.35
+            plane += ext[..., None] * 0.5
             h = _homography(n, n, LIVE_OVERSCAN, fcx, 0.5, roll, (0.0, 0.0), jitter)
             frame = cv2.warpPerspective(plane, h, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             cut_out = cv2.warpPerspective(cut, h, (n, n), flags=cv2.INTER_LINEAR)
             # plane units here are content px (half the medium units the halftone period is drawn in)
-            tex, pc = print_texture(frame, kind, {**med, "ht_period": med["ht_period"] * 0.5}, h, n, blur,
+            tex, pc = print_texture(frame, kind, {**med, "ht_period": med["ht_frame"] / LIVE_OVERSCAN}, h, n, blur,
                                     LIVE_OVERSCAN, r)
             frame = tex * cut_out[..., None] + frame * (1 - cut_out[..., None])
             out_box = _warp_box(box, h)
             cues[0] = cues[4] = 1
-            cues[2] = int(pc["halftone"] > 0.25)
+            cues[2] = int(pc["halftone"] > 0.15)
             cues[3] = int(pc["glare"] > 0.2)
-            cues[5] = int(pc["paper_amp"] > 0.012)
+            cues[5] = int(pc["paper_amp"] > 0.008)
         else:
             cpose = faces.random_pose(r, faces.Pose(**sess["content_pose"]), jitter=0.2)  # the shown photo is fixed
             content, _, box, _, _ = _render_subject(seed, job.subject, cpose, sess["content_bg"], n, r, sess["content_light"])
@@ -644,14 +662,15 @@ def render_frame(job: Job, seed: int, n: int) -> dict:
             if is_print:
                 shown = print_tone(content * light["face"], med)
                 frame = cv2.warpPerspective(shown, hc, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                frame, pc = print_texture(frame, kind, med, h, mm, blur * (1 + med["defocus"]), scale, r)
+                frame, pc = print_texture(frame, kind, {**med, "ht_period": med["ht_frame"] / scale}, h, mm,
+                                          blur * (1 + med["defocus"]), scale, r)
                 if kind in (2, 3) and med["bend"] > 0.005:  # a curved sheet: light falls off across it
                     ramp = _blob_out(h, mm, n, 0.5, 0.5, 1.2, 4.0, 0.0)
                     frame *= (1 - med["bend"] + med["bend"] * ramp)[..., None]
                 cues[0] = 1
-                cues[2] = int(pc["halftone"] > 0.25)
+                cues[2] = int(pc["halftone"] > 0.15)
                 cues[3] = int(pc["glare"] > 0.2)
-                cues[5] = int(pc["paper_amp"] > 0.012)
+                cues[5] = int(pc["paper_amp"] > 0.008)
                 border_val = np.array(med["paper_white"], np.float32) * light["face"]
             else:
                 disp = screen_display(content, med)
@@ -669,7 +688,7 @@ def render_frame(job: Job, seed: int, n: int) -> dict:
                 refl += _blob_out(h, mm, n, r.uniform(0, 1), r.uniform(0, 1), 0.15, 0.6, r.uniform(0, math.pi))[..., None] * 0.6
                 frame = frame / max(0.5, light["bg"]) ** 0.5 + refl * med["reflect"]  # a screen emits its own light
                 cues[1] = 1
-                cues[2] = int(a_g > 0.15)
+                cues[2] = int(a_g > 0.06)
                 cues[3] = int(med["reflect"] > 0.15)
                 border_val = np.full(3, med["bezel_color"] * light["bg"], np.float32)
             # the medium's own border (paper margin, screen bezel) and the room around it
@@ -825,9 +844,10 @@ def _run(jobs: list[Job], seed: int, n: int, photos: list[list[PhotoFace]] | Non
 
 
 def _pool_context() -> Any:
-    """fork where available: workers only run numpy/OpenCV (no OpenMP/torch), and unlike spawn it works
-    from scripts without an `if __name__ == "__main__"` guard; spawn elsewhere (macOS/Windows)."""
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() and sys.platform.startswith("linux") else "spawn")
+    """spawn, never fork: a forked child inherits OpenCV's (and torch's) thread pools mid-state and can
+    hang on its first parallel call (seen here). Scripts that call build() must therefore use the
+    `if __name__ == "__main__":` guard; the console script, `python -m paperkit` and notebooks are fine."""
+    return mp.get_context("spawn")
 
 
 def _n_workers() -> int:

@@ -120,3 +120,16 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert "RESUMED_FROM=0 EPOCHS=2 WORLD=2" in out.stdout
     ck = train.load_checkpoint(tmp_path / "checkpoints/tiny/last.pt")
     assert ck["epoch"] == 1 and len(ck["history"]) == 2
+
+
+def test_torchrun_entry_point_trains_pta_on_a_celeba_tree(tmp_path, tiny_celeba_builder):
+    """`torchrun -m paperkit.train`: the real reader, PTA sampling and DDP (unused branches) together."""
+    root = tiny_celeba_builder(tmp_path / "celeba", train_subjects=10, per_subject=8)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "paperkit.train", "--model", "pta_mobilenet_v2", "--profile", "smoke",
+                          "--data-root", str(root), "--run-dir", str(tmp_path / "run"), "--epochs", "1"],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(world size 2)" in out.stdout
+    ck = train.load_checkpoint(tmp_path / "run/checkpoints/pta_mobilenet_v2/last.pt")
+    assert ck["signature"]["arch"] == "PTAMobileNetV2" and len(ck["history"]) == 1
