@@ -861,7 +861,7 @@ def bench_loading(root: str | os.PathLike | None = None, size: int = 128, n: int
     if workers > 0:
         loader = _loader(ds, batch_size, workers, EpochSampler(m, seed))
         it = iter(loader)
-        first = next(it)             # worker start-up is not throughput
+        next(it)  # the first batch includes worker start-up, which is not throughput
         t0 = time.perf_counter()
         count = 0
         for x, _, _ in it:

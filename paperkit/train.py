@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
 import pickle
 import random
@@ -129,6 +128,32 @@ def _check_signature(model: nn.Module, sig: dict[str, Any] | None, path: Path | 
             f"(first differing tensors: {diff}); use another run_dir or delete that checkpoint folder")
 
 
+def _data_key(loaders: dict[str, DataLoader]) -> dict[str, Any]:
+    """Which data a checkpoint was trained on: resuming on another dataset would mix two experiments."""
+    from .results import dataset_info
+    ds = loaders["train"].dataset
+    root = getattr(ds, "root", None)
+    info = dataset_info(root) if root is not None else {}
+    return {"dataset": info.get("name", ""), "fingerprint": info.get("fingerprint", ""), "train_size": len(ds)}
+
+
+def _set_aside_if_stale(ck_dir: Path, key: dict[str, Any], name: str) -> None:
+    """A checkpoint folder from other data is moved to `<name>.stale` (kept, not deleted) and training restarts."""
+    last = ck_dir / "last.pt"
+    if not last.is_file():
+        return
+    old = load_checkpoint(last).get("data")
+    if old is None or old == key:
+        return
+    stale = ck_dir.with_name(ck_dir.name + ".stale")
+    if stale.exists():
+        import shutil
+        shutil.rmtree(stale)
+    ck_dir.rename(stale)
+    print(f"[{name}] {last} was trained on {old['dataset']} ({old['train_size']} train images); this run uses "
+          f"{key['dataset']} ({key['train_size']}). Moved it to {stale} and training from scratch.", flush=True)
+
+
 def _save(path: Path, obj: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -205,6 +230,11 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
     start_epoch = 0
 
     last = ck_dir / "last.pt"
+    data_key = _data_key(loaders)
+    if _rank() == 0:
+        _set_aside_if_stale(ck_dir, data_key, name)
+    if _is_dist():
+        dist.barrier()
     if last.is_file():
         ck = load_checkpoint(last)
         _check_signature(model, ck.get("signature"), last)
@@ -270,8 +300,8 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
                 hist.best_val_acer, hist.best_epoch = m["acer"], epoch + 1
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 _save(ck_dir / "best.pt", {"format": CHECKPOINT_FORMAT, "signature": _signature(model),
-                                           "best_state": best_state, "epoch": epoch})
-            _save(last, {"format": CHECKPOINT_FORMAT, "signature": _signature(model), "epoch": epoch,
+                                           "best_state": best_state, "epoch": epoch, "data": data_key})
+            _save(last, {"format": CHECKPOINT_FORMAT, "signature": _signature(model), "epoch": epoch, "data": data_key,
                          "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "rng": {"step": step_gen.get_state(), "torch": torch.get_rng_state()},
                          "history": hist.rows, "best_epoch": hist.best_epoch,
@@ -295,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     from .models import pta  # noqa: F401  (registers the PTA builders)
 
     ap = argparse.ArgumentParser(prog="python -m paperkit.train", description=main.__doc__)
-    ap.add_argument("--model", default="pta_mobilenet_v2", help=f"registered model name")
+    ap.add_argument("--model", default="pta_mobilenet_v2", help="registered model name")
     ap.add_argument("--profile", default="default")
     ap.add_argument("--data-root", default="")
     ap.add_argument("--run-dir", required=True)

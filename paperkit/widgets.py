@@ -500,16 +500,15 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
             configs: Sequence[str] = ALL_CONFIGS, n_samples: int = 8, progress: bool = True) -> BranchState:
     """Load 01's PTA model (and No-PTA reference), score every configuration on val and test once,
     count params/MAdds, measure latency now, and build a report per configuration."""
-    from paperkit import data, results
     from paperkit.profiles import get_profile
+    from paperkit.studies.common import open_data
 
     started = time.time()
     prof = get_profile(profile)
     model = load_pta(run_dir, prof.name)  # fail fast, before building any data
     ref = load_nopta(run_dir, prof.name)
-    root = data.resolve_root(data_root or None, prof, seed)
-    loaders = data.make_loaders(root, prof, seed)
-    dataset = results.dataset_label(root)
+    d = open_data(prof, data_root, seed)
+    root, loaders, dataset = d.root, d.loaders, d.dataset
     configs = [c for c in dict.fromkeys("".join(parse_config(c)) for c in configs)]
     t0 = time.time()
     cache = ScoreCache({k: loaders[k] for k in ("val", "test")}).fill(model, configs, reference=ref)

@@ -1,6 +1,5 @@
 """The shared training loop: best-by-validation, atomic resumable checkpoints, safe loading, DDP."""
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from paperkit import train
-from tiny_train import TinyNet, loaders
+from tiny_train import TinyDataset, TinyNet, loaders
 
 HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent}", "OMP_NUM_THREADS": "1"}
@@ -133,3 +132,17 @@ def test_torchrun_entry_point_trains_pta_on_a_celeba_tree(tmp_path, tiny_celeba_
     assert "(world size 2)" in out.stdout
     ck = train.load_checkpoint(tmp_path / "run/checkpoints/pta_mobilenet_v2/last.pt")
     assert ck["signature"]["arch"] == "PTAMobileNetV2" and len(ck["history"]) == 1
+
+
+def test_checkpoint_from_other_data_is_set_aside_not_resumed(tmp_path, capsys):
+    _fit(tmp_path, epochs=2)
+    torch.set_num_threads(1)
+    train.seed_everything(0)
+    other = loaders()
+    other["train"] = torch.utils.data.DataLoader(TinyDataset(48, 5), batch_size=8, shuffle=True,
+                                                 generator=torch.Generator().manual_seed(0))
+    hist = train.fit(TinyNet(), other, run_dir=tmp_path, name="tiny", epochs=2, lr=1e-2, seed=0, progress=False,
+                     channels_last=False)
+    assert hist.resumed_from == 0 and len(hist.rows) == 2
+    assert "training from scratch" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints/tiny.stale/last.pt").is_file()

@@ -49,6 +49,7 @@ from paperkit.models.teacher import (
     teacher_net,
 )
 from paperkit.profiles import Profile, get_profile
+from paperkit.studies.common import open_data
 
 NOTEBOOK = "03_distillation"
 STUDENTS: tuple[str, ...] = ("student_alone", "student_kd", "student_kd_hinton")
@@ -113,8 +114,8 @@ def setup(profile: str | Profile = "default", data_root: str | None = "", run_di
     check_kd_params(tau, alpha)
     if student not in STUDENT_BUILDERS:
         raise ValueError(f"unknown student {student!r}; choose one of {sorted(STUDENT_BUILDERS)}")
-    root = data.resolve_root(data_root, prof, seed)
-    loaders = data.make_loaders(root, prof, seed)
+    d = open_data(prof, data_root, seed)
+    root, loaders = d.root, d.loaders
     cue_file = root / "metas" / "paperkit" / "attack_cues.json"
     if not cue_file.is_file():
         _remap_cues(loaders)
@@ -125,7 +126,7 @@ def setup(profile: str | Profile = "default", data_root: str | None = "", run_di
     counts = check_cues_agree(all_samples, source=source)
     counts["source"] = source  # type: ignore[assignment]
     run = DistillRun(profile=prof, root=Path(root), run_dir=Path(run_dir), seed=int(seed), tau=tau, alpha=alpha,
-                     student=student, dataset=results.dataset_label(root), loaders=loaders, cue_counts=counts)
+                     student=student, dataset=d.dataset, loaders=loaders, cue_counts=counts)
     print(f"dataset: {run.dataset}\n  train {len(loaders['train'].dataset)}  val {len(loaders['val'].dataset)}  "
           f"test {len(loaders['test'].dataset)} images; cues: {source} "
           f"({counts['unknown_cue_entries']} unknown cue entries, ignored by the loss)\n"

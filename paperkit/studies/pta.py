@@ -56,15 +56,12 @@ class Study:
 def setup(profile: str | Profile = "default", data_root: str = "", run_dir: str = "../results",
           seed: int = 0) -> Study:
     """Resolve the profile and dataset (embedded synthetic one when `data_root` is empty), build loaders."""
-    from paperkit import data
+    from paperkit.studies.common import open_data
 
-    prof = get_profile(profile)
-    root = data.resolve_root(data_root or None, prof, seed)
-    loaders = data.make_loaders(root, prof, seed)
-    study = Study(profile=prof, root=Path(root), run_dir=Path(run_dir), seed=seed,
-                  dataset=results.dataset_label(root), loaders=loaders)
-    sizes = {k: len(v.dataset) for k, v in loaders.items()}
-    print(f"profile {prof.name}; dataset: {study.dataset}; images {sizes}; input {prof.input_size}px")
+    d = open_data(profile, data_root, seed)
+    study = Study(profile=d.profile, root=d.root, run_dir=Path(run_dir), seed=seed, dataset=d.dataset,
+                  loaders=d.loaders)
+    print(f"profile {d.profile.name}; dataset: {d.dataset}; images {d.sizes()}; input {d.profile.input_size}px")
     return study
 
 
