@@ -75,6 +75,8 @@ SPOOF_TYPE_NAMES = {0: "Live", 1: "Photo", 2: "Poster", 3: "A4", 4: "Face Mask",
                     6: "Region Mask", 7: "PC", 8: "Pad", 9: "Phone", 10: "3D Mask"}
 PRINT_TYPES = frozenset({1, 2, 3})   # CelebA-Spoof codes that are prints -> cue "print" on real data
 SCREEN_TYPES = frozenset({7, 8, 9})  # replay on PC / pad / phone -> cue "screen" on real data
+MASK_TYPES = frozenset({4, 5, 6})    # face / upper-body / region paper masks -> cue "cutout"
+DARK = 4                             # CelebA-Spoof illumination code for dark scenes
 
 # Training-time augmentation (seed 000: "colour jitter and ISO-noise"; the paper gives no strengths, these
 # are moderate values that keep medium cues such as moire and halftone visible).
@@ -266,15 +268,24 @@ def _side_cues(root: Path) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def derived_cues(label: int, spoof_type: int) -> tuple[int, ...]:
-    """Cues implied by the 44-vector alone (real data has no cue file): a live face shows no attack cue;
-    a spoof's print/screen flags follow its CelebA-Spoof type; the rest is unknown (-1)."""
+def derived_cues(label: int, spoof_type: int, illumination: int = 0) -> tuple[int, ...]:
+    """Cues for data without a cue side file (real CelebA-Spoof), derived from its labels alone.
+
+    1 = present, 0 = absent, -1 = unknown (ignored by the loss, never counted as 0):
+      live: the six medium cues 0; low_quality -1 (a live capture can be of low quality).
+      print = Photo/Poster/A4; screen = PC/Pad/Phone; cutout = Face/Upper-body/Region mask;
+      paper_texture = every paper medium (prints and masks); moire -1 for screens (depends on distance
+      and angle, not labelled), else 0; glare -1 for prints and screens (not labelled), else 0;
+      low_quality 1 under Dark illumination, else -1 (blur and compression are not labelled).
+    """
     if label == 0:
-        return (0,) * len(CUE_NAMES)
-    cues = [-1] * len(CUE_NAMES)
-    cues[0] = int(spoof_type in PRINT_TYPES)
-    cues[1] = int(spoof_type in SCREEN_TYPES)
-    return tuple(cues)
+        return (0,) * (len(CUE_NAMES) - 1) + (-1,)
+    paper = PRINT_TYPES | MASK_TYPES
+    return (int(spoof_type in PRINT_TYPES), int(spoof_type in SCREEN_TYPES),
+            -1 if spoof_type in SCREEN_TYPES else 0,
+            -1 if spoof_type in PRINT_TYPES | SCREEN_TYPES else 0,
+            int(spoof_type in MASK_TYPES), int(spoof_type in paper),
+            1 if illumination == DARK else -1)
 
 
 def bb_path(image: Path) -> Path:
@@ -373,10 +384,10 @@ def _samples_from_labels(root: Path, split: str, labels: dict[str, list[int]]) -
     for key in sorted(labels):
         v = labels[key]
         meta = side.get(key, {})
-        label, stype = int(v[43]), int(v[40])
+        label, stype, illum = int(v[43]), int(v[40]), int(v[41])
         out.append(Sample(path=key, split=split, subject=_subject(key), label=label, spoof_type=stype,
-                          illumination=int(v[41]), environment=int(v[42]), domain=str(meta.get("domain", "")),
-                          video=str(meta.get("video", "")), cues=cues.get(key, derived_cues(label, stype))))
+                          illumination=illum, environment=int(v[42]), domain=str(meta.get("domain", "")),
+                          video=str(meta.get("video", "")), cues=cues.get(key, derived_cues(label, stype, illum))))
     return out
 
 

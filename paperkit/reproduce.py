@@ -32,10 +32,9 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: Sequence[str] | None
         raise ReproduceError(f"no numbered notebooks (NN_name.ipynb) in {notebook_dir}")
     if only:
         wanted = [o.strip() for o in only if o.strip()]
-        picked = [p for p in nbs if any(p.stem == w or p.stem.startswith(w + "_") or p.stem[:2] == w
-                                        for w in wanted)]
-        missing = [w for w in wanted if not any(p.stem == w or p.stem[:2] == w or p.stem.startswith(w + "_")
-                                                  for p in nbs)]
+        hit = lambda p, w: p.stem == w or p.stem[:2] == w  # noqa: E731  ("01" or "01_pta_mobilenet")
+        picked = [p for p in nbs if any(hit(p, w) for w in wanted)]
+        missing = [w for w in wanted if not any(hit(p, w) for p in nbs)]
         if missing:
             raise ReproduceError(f"--only {missing}: no such notebook; available: {[p.stem for p in nbs]}")
         nbs = picked

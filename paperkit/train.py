@@ -108,7 +108,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load best/last weights into `model`, checking that the checkpoint was written for this architecture."""
     ck = load_checkpoint(path)
-    state = ck.get("best_state") or ck.get("model") if isinstance(ck, dict) else None
+    state = (ck.get("best_state") or ck.get("model")) if isinstance(ck, dict) else None
     if state is None:
         raise CheckpointError(f"checkpoint {path} holds no model weights")
     _check_signature(model, ck.get("signature"), path)

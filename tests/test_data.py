@@ -56,9 +56,21 @@ def test_without_side_files_cues_are_derived_and_video_defaults(tiny_celeba_buil
     for s in idx:
         assert s.domain == ""
         assert s.video == f"train/{s.subject}/{'spoof' if s.label else 'live'}/{s.spoof_type}"
-        assert s.cues == data.derived_cues(s.label, s.spoof_type)
-    assert data.derived_cues(0, 0) == (0,) * 7
+        assert s.cues == data.derived_cues(s.label, s.spoof_type, s.illumination)
     assert data.derived_cues(1, 1)[:2] == (1, 0) and data.derived_cues(1, 8)[:2] == (0, 1)
+
+
+def test_derived_cue_mapping_for_real_celeba_spoof():
+    names = data.CUE_NAMES
+    # live: no medium cue; image quality is not labelled, so unknown rather than 0
+    assert data.derived_cues(0, 0, 0) == (0,) * 6 + (-1,)
+    photo = dict(zip(names, data.derived_cues(1, 1, 1)))
+    assert photo["print"] == 1 and photo["screen"] == 0 and photo["paper_texture"] == 1 and photo["glare"] == -1
+    phone = dict(zip(names, data.derived_cues(1, 9, 4)))
+    assert phone["screen"] == 1 and phone["moire"] == -1 and phone["print"] == 0 and phone["low_quality"] == 1
+    region = dict(zip(names, data.derived_cues(1, 6, 1)))
+    assert region["cutout"] == 1 and region["paper_texture"] == 1
+    assert data.derived_cues(1, 10, 1)[:6] == (0,) * 6  # 3D mask: none of the paper/screen cues
 
 
 def test_problems_logged_once_with_example(tiny_celeba, caplog):

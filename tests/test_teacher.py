@@ -12,7 +12,6 @@ from paperkit.models.teacher import (
     Teacher,
     check_cues_agree,
     count_params,
-    cues_from_celeba,
     load_lite0_state_dict,
     load_teacher,
     save_teacher,
@@ -117,18 +116,6 @@ def test_checkpoint_roundtrip_and_bad_checkpoints(lite: Teacher, tmp_path) -> No
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a paperkit teacher"):
         load_teacher(tmp_path / "other.pt")
-
-
-def test_cues_from_celeba_mapping() -> None:
-    assert cues_from_celeba(0, 0, 0) == (0,) * 6 + (-1,)
-    photo = dict(zip(CUE_NAMES, cues_from_celeba(1, 1, 1)))
-    assert photo["print"] == 1 and photo["screen"] == 0 and photo["paper_texture"] == 1 and photo["glare"] == -1
-    phone = dict(zip(CUE_NAMES, cues_from_celeba(9, 4, 2)))
-    assert phone["screen"] == 1 and phone["moire"] == -1 and phone["print"] == 0 and phone["low_quality"] == 1
-    region = dict(zip(CUE_NAMES, cues_from_celeba(6, 1, 1)))
-    assert region["cutout"] == 1 and region["paper_texture"] == 1
-    mask3d = cues_from_celeba(10, 1, 1)
-    assert mask3d[:6] == (0,) * 6
 
 
 def test_cue_side_file_must_agree_with_labels() -> None:

@@ -250,35 +250,6 @@ def load_teacher(path: str | Any, num_classes: int = 2, map_location: str = "cpu
     return model
 
 
-def cues_from_celeba(spoof_type: int, illumination: int, environment: int) -> tuple[int, ...]:
-    """Attack cues for real CelebA-Spoof, derived from its labels (the dataset has no cue annotation).
-
-    Mapping (1 = present, 0 = absent, -1 = unknown, ignored by the loss):
-      live (type 0): the six medium cues 0, low_quality -1 (a live capture can be of low quality).
-      print  = 1 for Photo/Poster/A4 (1, 2, 3), 0 otherwise.
-      screen = 1 for PC/Pad/Phone (7, 8, 9), 0 otherwise.
-      moire  = -1 for screens (depends on distance/angle, not labelled), 0 for the other attacks.
-      glare  = -1 for prints and screens (reflections are not labelled), 0 for masks.
-      cutout = 1 for Face/Upper-body/Region masks (4, 5, 6), 0 otherwise.
-      paper_texture = 1 for every paper medium (1-6), 0 for screens and 3D masks.
-      low_quality = 1 for Dark illumination (4), otherwise -1 (blur/compression are not labelled).
-    Illumination/environment other than Dark carry no cue; `environment` is accepted for a stable signature.
-    """
-    del environment
-    if spoof_type == 0:
-        return (0,) * len(MEDIUM_CUES) + (-1,)
-    prints, screens, masks = {1, 2, 3}, {7, 8, 9}, {4, 5, 6}
-    return (
-        int(spoof_type in prints),
-        int(spoof_type in screens),
-        -1 if spoof_type in screens else 0,
-        -1 if spoof_type in prints | screens else 0,
-        int(spoof_type in masks),
-        int(spoof_type in prints | masks),
-        1 if illumination == 4 else -1,
-    )
-
-
 def check_cues_agree(samples: Sequence[Any], source: str = "metas/paperkit/attack_cues.json") -> dict[str, int]:
     """Refuse a cue side file that contradicts the live/spoof labels; return counts of what was seen.
 

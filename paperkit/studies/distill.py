@@ -26,7 +26,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -43,7 +43,6 @@ from paperkit.models.teacher import (
     Teacher,
     check_cues_agree,
     count_params,
-    cues_from_celeba,
     load_teacher,
     save_teacher,
     teacher_net,
@@ -96,14 +95,6 @@ class DistillRun:
                 else self.student}
 
 
-def _remap_cues(loaders: dict[str, DataLoader]) -> None:
-    """Real CelebA-Spoof has no cue file: derive cues from spoof type / illumination (teacher.cues_from_celeba)."""
-    for dl in loaders.values():
-        ds = dl.dataset
-        ds.samples = [replace(s, cues=cues_from_celeba(s.spoof_type, s.illumination, s.environment))
-                      for s in ds.samples]
-
-
 def setup(profile: str | Profile = "default", data_root: str | None = "", run_dir: str = "../results",
           seed: int = 0, kd_tau: float | None = None, kd_alpha: float | None = None,
           student: str = "pta_mobilenet_v2") -> DistillRun:
@@ -117,11 +108,8 @@ def setup(profile: str | Profile = "default", data_root: str | None = "", run_di
     d = open_data(prof, data_root, seed)
     root, loaders = d.root, d.loaders
     cue_file = root / "metas" / "paperkit" / "attack_cues.json"
-    if not cue_file.is_file():
-        _remap_cues(loaders)
-        source = "derived from CelebA-Spoof labels (paperkit.models.teacher.cues_from_celeba)"
-    else:
-        source = str(cue_file)
+    source = str(cue_file) if cue_file.is_file() else \
+        "derived from CelebA-Spoof labels (paperkit.data.derived_cues)"
     all_samples = [s for k in ("train", "val", "test") for s in loaders[k].dataset.samples]
     counts = check_cues_agree(all_samples, source=source)
     counts["source"] = source  # type: ignore[assignment]
@@ -657,9 +645,6 @@ def cross_domain_table(run: DistillRun, models: Sequence[str] = CROSS_DOMAIN_MOD
     for a in domains:
         per_test = {b: data.make_loaders(run.root, prof, run.seed, domain=a, test_domain=b) for b in domains}
         loaders = per_test[a]
-        if not (run.root / "metas" / "paperkit" / "attack_cues.json").is_file():
-            for ld in per_test.values():
-                _remap_cues(ld)
         tr, va = loaders["train"].dataset, loaders["val"].dataset
         # teacher of domain a: same frozen backbone, fresh head trained on a's cached features only
         t_a = copy.deepcopy(teacher)
