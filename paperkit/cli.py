@@ -47,23 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
     bd = b.add_parser("data", help="decode + crop + augment throughput")
     bd.add_argument("--root", default="", help="dataset root (default: the embedded dataset)")
     bd.add_argument("--size", type=int, default=128)
+    bf = b.add_parser("detect", help="faces found and ms per image of each face detector on a folder")
+    bf.add_argument("folder", nargs="?", default=None, help="folder of photos (searched at any depth)")
+    bf.add_argument("--detectors", default="haar,fast,cnn,auto", help="comma-separated, in print order")
+    bf.add_argument("--root", default=None, help="dataset root for --check-boxes (default: the embedded dataset)")
+    bf.add_argument("--check-boxes", action="store_true",
+                    help="test ACER of --model on crops from stored _BB.txt boxes vs detector boxes")
+    bf.add_argument("--model", default=None, help="ONNX model for --check-boxes (default: the packaged one)")
+    bf.add_argument("--limit", type=int, default=None, help="at most this many test images for --check-boxes")
+    bf.add_argument("--json", action="store_true")
     bs = b.add_parser("synth", help="synthetic dataset generation throughput")
     bs.add_argument("--n", type=int, default=200)
 
     pr = sub.add_parser("predict", help="score faces in images or videos with an ONNX model")
-    pr.add_argument("paths", nargs="+")
-    pr.add_argument("--model", default=None)
+    pr.add_argument("paths", nargs="*", help="images, videos or folders (searched at any depth)")
+    pr.add_argument("--model", default=None, help="ONNX model (default: the one shipped in the package)")
     pr.add_argument("--threshold", type=float, default=0.5)
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--detector", default="auto", choices=["auto", "cnn", "fast", "haar"],
+                    help="auto: dlib HOG, then dlib's CNN when HOG is not sure; fast: HOG only; cnn: CNN only")
+    pr.add_argument("--json", action="store_true", help="print the report as JSON")
+    pr.add_argument("--csv", default=None, metavar="FILE", help="also write one row per input file to FILE")
+    pr.add_argument("--model-info", action="store_true", help="print the model card and exit")
 
     r = sub.add_parser("reproduce", help="run notebooks 00-05 through papermill")
     r.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
     r.add_argument("--run-dir", default="results")
     r.add_argument("--data-root", default="")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", default=None, type=_seed_list,
+                   help="comma-separated training seeds, e.g. 0,1,2 (default: the profile's)")
     r.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 00,01")
     r.add_argument("--param", action="append", default=[], help="extra notebook parameter key=value")
     return ap
+
+
+def _seed_list(text: str) -> list[int] | None:
+    """`--seeds 0,1,2`: argparse turns a bad value into its one-line usage error."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}")
+    return seeds or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,18 +108,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = data.resolve_root(a.root, profiles.get_profile("default"), 0)
         print(json.dumps(data.bench_loading(root, size=a.size), indent=2))
         return 0
+    if a.cmd == "bench" and a.bench_cmd == "detect":
+        from . import bench
+        return bench.cli_detect(a.folder, [d for d in a.detectors.split(",") if d], a.root, a.check_boxes,
+                                a.model, a.limit, a.json)
     if a.cmd == "bench" and a.bench_cmd == "synth":
         from . import synth
         print(json.dumps(synth.bench(n=a.n), indent=2))
         return 0
     if a.cmd == "predict":
         from . import predict
-        return predict.cli_predict(a.paths, a.model, a.threshold, a.json)
+        return predict.cli_predict(a.paths, a.model, a.threshold, a.json, a.csv, a.detector, a.model_info)
     if a.cmd == "reproduce":
         from . import reproduce
         try:
-            reproduce.run(profile=a.profile, run_dir=a.run_dir, data_root=a.data_root, seed=a.seed,
+            reproduce.run(profile=a.profile, run_dir=a.run_dir, data_root=a.data_root,
+                          seeds=a.seeds,
                           only=[o for o in a.only.split(",") if o], extra=_parse_kv(a.param))
+        except reproduce.Interrupted as e:
+            print(f"paperkit reproduce: {e}", file=sys.stderr)
+            return 128 + e.signum
         except reproduce.ReproduceError as e:
             print(f"paperkit reproduce: {e}", file=sys.stderr)
             return 1

@@ -8,7 +8,9 @@ set its op handles to the convention instead of hand-writing a counter.
 
 Latency: batch 1, 1x3x128x128, one thread, interleaved rounds (every candidate once per round, start
 rotated) and medians, because on a shared 2-core machine differences under ~5 % are noise and a
-sequential A-then-B benchmark measures the machine's load drift, not the models.
+sequential A-then-B benchmark measures the machine's load drift, not the models. Ratios get a 95%
+interval from a bootstrap over rounds, paired by round (`paperkit.stats.ratio_interval` on the
+per-round medians), so one lucky pair of numbers never decides a timing claim.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from paperkit.models.pta import CONFIGS, META, PTABlock, PTAMobileNetV2, mobilen
 
 __all__ = [
     "active_params", "madds", "madds_by_operator", "table4", "cli_table4",
-    "measure_latency", "bench_latency", "cli_bench_latency", "latency_wide", "LATENCY_EXTRAS",
-    "TABLE4_CONFIGS",
+    "measure_latency", "round_medians", "latency_ratio_interval", "bench_latency", "cli_bench_latency",
+    "latency_wide", "LATENCY_EXTRAS", "TABLE4_CONFIGS",
 ]
 
 #: Rows of Table 4 in the paper's order.
@@ -258,7 +260,8 @@ def measure_latency(candidates: Mapping[str, Candidate], rounds: int = 7, iters:
     onnxruntime session (CPU, `threads` intra-op threads), or a zero-argument callable doing one
     inference. Each round runs every candidate `iters` times, the start rotating between rounds;
     torch runs with `torch.set_num_threads(threads)` (restored afterwards).
-    Returns a DataFrame: candidate, backend, median_ms, p10_ms, p90_ms, rounds, iters, threads.
+    Returns a DataFrame: candidate, backend, median_ms, p10_ms, p90_ms, rounds, iters, threads; its
+    `attrs["round_ms"]` maps each candidate to its per-round medians (for intervals, `round_medians`).
     """
     import pandas as pd
 
@@ -291,7 +294,26 @@ def measure_latency(candidates: Mapping[str, Candidate], rounds: int = 7, iters:
         rows.append({"candidate": n, "backend": runners[n][0], "median_ms": float(np.median(t)),
                      "p10_ms": float(np.percentile(t, 10)), "p90_ms": float(np.percentile(t, 90)),
                      "rounds": rounds, "iters": iters, "threads": threads})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["round_ms"] = {n: [float(np.median(times[n][r * iters:(r + 1) * iters])) for r in range(rounds)]
+                            for n in names}
+    return df
+
+
+def round_medians(df: "Any", candidate: str) -> list[float] | None:
+    """Per-round median latencies (ms) of `candidate` from a `measure_latency` result, or None."""
+    return (getattr(df, "attrs", {}).get("round_ms") or {}).get(candidate)
+
+
+def latency_ratio_interval(df: "Any", num: str, den: str, n_boot: int = 2000, seed: int = 0) -> "Any":
+    """latency(num) / latency(den) with a 95% bootstrap interval over rounds paired by round, or None
+    when the per-round times are not available (e.g. a faked measurement in a test)."""
+    from paperkit import stats
+
+    a, b = round_medians(df, num), round_medians(df, den)
+    if a is None or b is None:
+        return None
+    return stats.ratio_interval(a, b, paired=True, n_boot=n_boot, seed=seed, stat="median")
 
 
 def _profile(profile: Any) -> Any:
@@ -303,7 +325,8 @@ def _profile(profile: Any) -> Any:
 def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
                   pta: PTAMobileNetV2 | None = None, input_size: int = 128, threads: int = 1,
                   onnx_dir: str | os.PathLike | None = None, extras: bool = True,
-                  exporter: str = "dynamo") -> "Any":
+                  exporter: str = "dynamo", bn_states: Mapping[str, Mapping[str, torch.Tensor]] | None = None
+                  ) -> "Any":
     """Latency of No-PTA and every PTA configuration, torch eager and ONNX Runtime FP32, one run.
 
     Trained models can be passed (the study does); otherwise fresh ones are built, since latency does
@@ -311,13 +334,17 @@ def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
     how a device would ship it) with `paperkit.export.export_onnx` (dynamo, what we ship), or with
     `exporter="torchscript"` (torch's legacy exporter, ~10x faster to export, same operator graph
     after ORT's optimisations; the smoke profile uses it to check wiring quickly).
-    `LATENCY_EXTRAS` candidates join the same interleaved run.
+    `LATENCY_EXTRAS` candidates join the same interleaved run. `bn_states` (config -> BatchNorm
+    statistics, `paperkit.batchnorm.config_bn_states`) are loaded into each configuration's copy before
+    it is exported, so every ONNX graph carries the statistics of its own configuration (latency does
+    not depend on them; the graph's outputs do).
     Rounds and iterations come from the profile (`latency_rounds`, `latency_iters`).
     Returns a long DataFrame: candidate, config, backend, median_ms, p10_ms, p90_ms, rel_latency
     (medians, vs No-PTA of the same backend; extras vs No-PTA ORT), rel_latency_p10 (the same with
     10th percentiles: when other processes compete for the cores, the median includes waiting for
     a core and ratios shrink towards 1, while the fast tail still shows the models' own cost),
-    rounds, iters, threads.
+    rel_latency_ci_low / rel_latency_ci_high (95%, bootstrap over rounds paired by round, on per-round
+    medians; rel_latency_rounds is that estimator's point value), rounds, iters, threads.
     """
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', not {exporter!r}")
@@ -328,6 +355,9 @@ def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
     models: dict[str, nn.Module] = {"NoPTA": copy.deepcopy(baseline).cpu().eval()}
     for cfg in CONFIGS:
         models[cfg] = copy.deepcopy(pta).cpu().eval().configure(cfg)
+        if bn_states is not None and cfg in bn_states:
+            from paperkit.batchnorm import load_bn_buffers
+            load_bn_buffers(models[cfg], bn_states[cfg])
     pta.configure(saved_config)
 
     with tempfile.TemporaryDirectory(prefix="paperkit-latency-") as td:
@@ -355,6 +385,16 @@ def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
     for col, stat in (("rel_latency", "median_ms"), ("rel_latency_p10", "p10_ms")):
         ref = {b: df.loc[df["candidate"] == f"NoPTA/{b}", stat].iloc[0] for b in ("torch", "ort")}
         df[col] = [getattr(row, stat) / ref.get(row.backend, ref["ort"]) for row in df.itertuples()]
+    centre, lows, highs = [], [], []
+    for row in df.itertuples():
+        den = f"NoPTA/{row.backend}" if row.backend in ("torch", "ort") else "NoPTA/ort"
+        iv = latency_ratio_interval(df, str(row.candidate), den)
+        centre.append(iv.value if iv is not None else float("nan"))
+        lows.append(iv.low if iv is not None else float("nan"))
+        highs.append(iv.high if iv is not None else float("nan"))
+    # the interval is about the ratio of per-round medians (its own point estimate, kept beside it);
+    # rel_latency pools every iteration, so with few rounds it can sit just outside the interval
+    df["rel_latency_rounds"], df["rel_latency_ci_low"], df["rel_latency_ci_high"] = centre, lows, highs
     return df
 
 
@@ -384,8 +424,9 @@ def _export_for_latency(model: nn.Module, path: Path, input_size: int, exporter:
 
 def latency_wide(df: "Any") -> "Any":
     """Pivot `bench_latency`'s PTA rows to one row per config: latency_ms_torch, latency_ms_ort,
-    rel_latency (ORT, the deployable runtime), rel_latency_p10 (ORT, 10th percentiles) and
-    rel_latency_torch."""
+    rel_latency (ORT, the deployable runtime) with rel_latency_ci_low/high (and rel_latency_rounds, the
+    ratio of per-round medians the interval is centred on), rel_latency_p10 (ORT, 10th percentiles),
+    rel_latency_torch and timing_rounds."""
     import pandas as pd
 
     rows = []
@@ -393,12 +434,15 @@ def latency_wide(df: "Any") -> "Any":
         sub = df[df["config"] == cfg].set_index("backend")
         if sub.empty:
             continue
+        ci = {f"rel_latency_{k}": float(sub.loc["ort", f"rel_latency_{k}"])
+              if f"rel_latency_{k}" in sub.columns else float("nan") for k in ("rounds", "ci_low", "ci_high")}
         rows.append({"config": cfg,
                      "latency_ms_torch": float(sub.loc["torch", "median_ms"]),
                      "latency_ms_ort": float(sub.loc["ort", "median_ms"]),
-                     "rel_latency": float(sub.loc["ort", "rel_latency"]),
+                     "rel_latency": float(sub.loc["ort", "rel_latency"]), **ci,
                      "rel_latency_p10": float(sub.loc["ort", "rel_latency_p10"]),
-                     "rel_latency_torch": float(sub.loc["torch", "rel_latency"])})
+                     "rel_latency_torch": float(sub.loc["torch", "rel_latency"]),
+                     "timing_rounds": int(sub.loc["ort", "rounds"]) if "rounds" in sub.columns else 0})
     return pd.DataFrame(rows)
 
 

@@ -25,7 +25,29 @@ problem                what it is                                               
 ``unreadable_image``   the file exists but does not decode: zero bytes, not an image, truncated,  skipped
                        CRC error, or a header declaring more than ``MAX_PIXELS`` pixels
                        (decompression-bomb guard, checked before any pixel is decoded)
+``label_conflict``     the live/spoof flag [43], the spoof type [40] (0 = live) and the folder   skipped
+                       (``live/`` or ``spoof/``) do not all agree
+``bad_spoof_type``     spoof type [40] outside the CelebA-Spoof codes 0-10                       skipped
+``split_overlap``      the same image is listed in both ``train_label.json`` and                 dropped
+                       ``test_label.json`` (train/test leakage; a loud warning of its own)       from train
 =====================  ========================================================================  ==========
+
+Each entry is counted once, under its first problem in this order: ``bad_spoof_type``,
+``label_conflict``, ``split_overlap``, then the image (``missing_image``, ``unreadable_image``), then the
+box. Box problems are only counted for images that are kept (an absent or undecodable image has no box to
+miss). The label rules, and why:
+
+* ``label_conflict`` -> skipped, not repaired: with two of three signals disagreeing there is no safe
+  guess (a folder saying spoof with type 0 leaves the attack type unknown, and per-type APCER needs it),
+  and training or testing on a guessed label would put label noise into every number downstream.
+* ``bad_spoof_type`` -> skipped and counted rather than refused: one odd entry should not stop a
+  600k-image run, and the summary shows how many there are.
+* ``split_overlap`` -> the image is dropped from *train* and kept in test, so the test split stays the
+  official one (results remain comparable) and no test image is ever trained on.
+
+In ``summary()``, ``images`` counts every label-file entry; ``live``, ``spoof`` and ``spoof_types`` count
+the entries that pass the label checks (so ``images - live - spoof`` = that split's ``label_conflict`` +
+``bad_spoof_type`` + ``split_overlap``); ``examples`` names one file per problem kind.
 
 "Centre crop" is the largest centred square of the image (a box-free guess that keeps the face of a
 portrait-style capture); "skipped" means the sample is left out of the index at load time, so an epoch
@@ -69,7 +91,9 @@ TINY_BB_PX = 3                 # w or h below this (pixels, after clipping) -> t
 MAX_PIXELS = 50_000_000        # header-declared pixel limit (decompression-bomb guard)
 NUM_LABELS = 44
 SPLITS = ("train", "test")
-PROBLEM_KEYS = ("missing_bb", "empty_bb", "negative_bb", "tiny_bb", "unreadable_image", "missing_image")
+PROBLEM_KEYS = ("missing_bb", "empty_bb", "negative_bb", "tiny_bb", "unreadable_image", "missing_image",
+                "label_conflict", "bad_spoof_type", "split_overlap")
+LABEL_PROBLEM_KEYS = ("bad_spoof_type", "label_conflict", "split_overlap")   # decided from the label files
 CUE_NAMES = ("print", "screen", "moire", "glare", "cutout", "paper_texture", "low_quality")
 SPOOF_TYPE_NAMES = {0: "Live", 1: "Photo", 2: "Poster", 3: "A4", 4: "Face Mask", 5: "Upper Body Mask",
                     6: "Region Mask", 7: "PC", 8: "Pad", 9: "Phone", 10: "3D Mask"}
@@ -377,6 +401,62 @@ def _subject(key: str) -> str:
     return PurePosixPath(key).parts[2]
 
 
+@dataclass
+class LabelScreen:
+    """Label-file entries that pass the label checks, plus what the checks counted (see the module doc)."""
+
+    labels: dict[str, list[int]]
+    problems: dict[str, int]
+    examples: dict[str, str]
+    reasons: dict[str, str]
+
+
+def _test_keys(root: Path, protocol: str, domain: str | None) -> set[str]:
+    """Normalised keys of the test split(s) a train split must not share an image with."""
+    keys = set(read_labels(root, "test", protocol))
+    if domain and label_file(root, "test", protocol, domain).is_file():
+        keys |= set(read_labels(root, "test", protocol, domain))
+    return {str(PurePosixPath(k)) for k in keys}
+
+
+def screen_labels(root: str | os.PathLike, split: str, labels: dict[str, list[int]],
+                  protocol: str = "intra_test", domain: str | None = None) -> LabelScreen:
+    """Apply the label rules of the module docstring: drop entries with a spoof type outside 0-10 or
+    contradicting live/spoof signals, and (train only) entries also listed in the test label file."""
+    root = Path(root)
+    problems = {k: 0 for k in LABEL_PROBLEM_KEYS}
+    examples: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    kept: dict[str, list[int]] = {}
+
+    def note(kind: str, key: str, why: str) -> None:
+        problems[kind] += 1
+        examples.setdefault(kind, key)
+        reasons.setdefault(kind, why)
+
+    test_keys = _test_keys(root, protocol, domain) if split == "train" else set()
+    for key, v in labels.items():
+        stype, flag = v[40], v[43]
+        folder = PurePosixPath(key).parts[3]
+        if not 0 <= stype < len(SPOOF_TYPE_NAMES):
+            note("bad_spoof_type", key, f"spoof type [40] = {stype}, expected 0-{len(SPOOF_TYPE_NAMES) - 1}")
+            continue
+        folder_flag = {"live": 0, "spoof": 1}.get(folder)
+        if (stype == 0) != (flag == 0) or (folder_flag is not None and folder_flag != flag):
+            note("label_conflict", key, f"folder {folder}/, live/spoof flag [43] = {flag}, spoof type [40] = {stype}")
+            continue
+        if str(PurePosixPath(key)) in test_keys:
+            note("split_overlap", key, "also listed in the test label file")
+            continue
+        kept[key] = v
+    if problems["split_overlap"]:
+        log.warning("TRAIN/TEST OVERLAP in %s: %d image(s) of %s are also listed in the test label file "
+                    "(e.g. %s); they are dropped from train so no test image is trained on. Fix the label files.",
+                    root, problems["split_overlap"], label_file(root, split, protocol, domain),
+                    examples["split_overlap"])
+    return LabelScreen(kept, problems, examples, reasons)
+
+
 def _samples_from_labels(root: Path, split: str, labels: dict[str, list[int]]) -> list[Sample]:
     side = _side_samples(root)
     cues = _side_cues(root)
@@ -391,15 +471,24 @@ def _samples_from_labels(root: Path, split: str, labels: dict[str, list[int]]) -
     return out
 
 
-def check_samples(root: str | os.PathLike, samples: Sequence[Sample]) -> Index:
+def check_samples(root: str | os.PathLike, samples: Sequence[Sample], screen: LabelScreen | None = None) -> Index:
     """Probe every sample's image and box: drop missing/unreadable images, attach pixel boxes (``None`` ->
-    centre-crop fallback), count every problem and log one warning with an example file per kind."""
+    centre-crop fallback), count every problem (plus the label problems of ``screen``, already dropped)
+    and log one warning with an example file per kind."""
     root = Path(root)
     problems = {k: 0 for k in PROBLEM_KEYS}
     examples: dict[str, str] = {}
     reasons: dict[str, str] = {}
     affected: set[str] = set()
     kept = []
+    dropped = 0   # entries the label checks already removed (each counted once, disjoint from samples)
+    if screen is not None:
+        for k, n in screen.problems.items():
+            problems[k] += n
+        examples.update(screen.examples)
+        reasons.update(screen.reasons)
+        dropped = sum(screen.problems.values())
+    n_entries = len(samples) + dropped
 
     def note(kind: str, key: str, why: str = "") -> None:
         problems[kind] += 1
@@ -419,6 +508,9 @@ def check_samples(root: str | os.PathLike, samples: Sequence[Sample]) -> Index:
     else:
         probed = [probe(s) for s in samples]
     for s, ((status, dims, why), (bstatus, box224)) in zip(samples, probed):
+        if status != "ok":   # counted once: a skipped image has no box problem worth reporting
+            note(status, s.path, why)
+            continue
         w, h = dims if dims else (BB_FRAME, BB_FRAME)
         box, bproblem = None, bstatus
         if bstatus == "ok":
@@ -432,11 +524,8 @@ def check_samples(root: str | os.PathLike, samples: Sequence[Sample]) -> Index:
                 note("tiny_bb", s.path)
         else:
             note(bstatus, s.path)
-        if status != "ok":
-            note(status, s.path, why)
-            continue
         kept.append(replace(s, box=box, box_problem=bproblem))
-    index = Index(kept, problems, examples, entries=len(samples))
+    index = Index(kept, problems, examples, entries=n_entries)
     if any(problems.values()):
         parts = []
         for k in PROBLEM_KEYS:
@@ -444,8 +533,9 @@ def check_samples(root: str | os.PathLike, samples: Sequence[Sample]) -> Index:
                 extra = f": {reasons[k]}" if k in reasons else ""
                 parts.append(f"{k}={problems[k]} (e.g. {root / examples[k]}{extra})")
         log.warning("dataset %s: %d of %d entries have problems: %s. Policy: missing/empty/tiny box -> centre "
-                    "crop, negative box -> clipped, missing/unreadable image -> skipped (see paperkit.data)",
-                    root, len(affected), len(samples), "; ".join(parts))
+                    "crop, negative box -> clipped, missing/unreadable image, label conflict, bad spoof type -> "
+                    "skipped, train/test overlap -> dropped from train (see paperkit.data)",
+                    root, len(affected) + dropped, n_entries, "; ".join(parts))
     return index
 
 
@@ -470,8 +560,9 @@ def load_index(root: str | os.PathLike, split: str, protocol: str = "intra_test"
     small run on the 600k-image real dataset does not stat every file."""
     root = Path(root)
     labels = read_labels(root, split, protocol, domain)
-    samples = subsample(_samples_from_labels(root, split, labels), limit, seed)
-    index = check_samples(root, samples)
+    screen = screen_labels(root, split, labels, protocol, domain)
+    samples = subsample(_samples_from_labels(root, split, screen.labels), limit, seed)
+    index = check_samples(root, samples, screen)
     index.entries = len(labels)
     return index
 
@@ -789,15 +880,16 @@ def summary_by_split(root: str | os.PathLike, protocol: str = "intra_test") -> d
     out: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
         labels = read_labels(root, split, protocol)
+        screen = screen_labels(root, split, labels, protocol)
         types: dict[int, int] = {}
         live = 0
-        for v in labels.values():
+        for v in screen.labels.values():
             live += v[43] == 0
             types[v[40]] = types.get(v[40], 0) + 1
-        index = check_samples(root, _samples_from_labels(root, split, labels))
-        out[split] = {"images": len(labels), "live": int(live), "spoof": len(labels) - int(live),
+        index = check_samples(root, _samples_from_labels(root, split, screen.labels), screen)
+        out[split] = {"images": len(labels), "live": int(live), "spoof": len(screen.labels) - int(live),
                       "spoof_types": {str(k): types[k] for k in sorted(types)},
-                      "problems": dict(index.problems)}
+                      "problems": dict(index.problems), "examples": dict(index.examples)}
     return out
 
 
@@ -806,8 +898,11 @@ def summary(root: str | os.PathLike, protocol: str = "intra_test") -> dict[str, 
     ``paperkit data summary --json``. Raises DatasetError if ``root`` is not a CelebA-Spoof tree."""
     per = summary_by_split(root, protocol)
     problems = {k: sum(d["problems"][k] for d in per.values()) for k in PROBLEM_KEYS}
-    return {"splits": {split: {k: v for k, v in d.items() if k != "problems"} for split, d in per.items()},
-            "problems": problems}
+    examples = {k: next(d["examples"][k] for d in per.values() if k in d["examples"])
+                for k in PROBLEM_KEYS if problems[k]}
+    return {"splits": {split: {k: v for k, v in d.items() if k not in ("problems", "examples")}
+                       for split, d in per.items()},
+            "problems": problems, "examples": examples}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -816,6 +911,12 @@ def format_summary(s: dict[str, Any]) -> str:
         types = ", ".join(f"{SPOOF_TYPE_NAMES.get(int(k), k)}={n}" for k, n in d["spoof_types"].items())
         lines.append(f"{split:<6} {d['images']:>8} {d['live']:>8} {d['spoof']:>8}  {types}")
     lines.append("problems: " + ", ".join(f"{k}={v}" for k, v in s["problems"].items()))
+    for k, example in s.get("examples", {}).items():
+        lines.append(f"  {k}: e.g. {example}")
+    if s["problems"].get("split_overlap"):
+        lines.append(f"WARNING: {s['problems']['split_overlap']} image(s) are listed in both train and test "
+                     f"(train/test leakage, e.g. {s['examples']['split_overlap']}); they are dropped from train. "
+                     "Fix the label files.")
     return "\n".join(lines)
 
 

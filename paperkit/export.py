@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -163,6 +164,45 @@ def parity(model: nn.Module, onnx_path: str | os.PathLike, batch: torch.Tensor |
     model.train(was_training)
     got = run_logits(ort_session(onnx_path), x)
     return float(np.abs(ref - got).max())
+
+
+def interleaved_latency(models: dict[str, str | os.PathLike | Any], rounds: int, iters: int,
+                        warmup: int = 3, input_size: int = 128, threads: int = 1) -> Any:
+    """Per-round median batch-1 latency (ms) of ONNX models, measured in interleaved rounds.
+
+    Why per round: one pair of medians says nothing about run-to-run drift (a timing verdict flipped
+    between two runs of one commit). Each round runs every model `iters` times, the starting model
+    rotating, so slow phases of the machine hit all models alike; the rounds are the units a bootstrap
+    of the ratio resamples. `models` maps a name to an .onnx path or an ORT session (one session per
+    model for the whole run). Returns a long DataFrame: candidate, round, median_ms, iters, threads.
+    """
+    import pandas as pd
+
+    if not models:
+        raise ValueError("interleaved_latency: no models to time")
+    if rounds < 1 or iters < 1:
+        raise ValueError(f"rounds and iters must be >= 1, got rounds={rounds} iters={iters}")
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size)).astype(np.float32)
+    runs = {}
+    for name, m in models.items():
+        sess = m if hasattr(m, "run") and hasattr(m, "get_inputs") else ort_session(m, threads=threads)
+        feed = {sess.get_inputs()[0].name: x}
+        runs[name] = (sess, feed)
+        for _ in range(max(0, warmup)):
+            sess.run(None, feed)
+    names = list(runs)
+    rows = []
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sess, feed = runs[name]
+            t = np.empty(iters)
+            for i in range(iters):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                t[i] = (time.perf_counter() - t0) * 1e3
+            rows.append({"candidate": name, "round": r, "median_ms": float(np.median(t)), "iters": iters,
+                         "threads": threads})
+    return pd.DataFrame(rows)
 
 
 def _images(batch: Any) -> torch.Tensor | np.ndarray:

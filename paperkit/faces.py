@@ -15,7 +15,6 @@ import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -505,39 +504,15 @@ def render_person(ident: Identity, pose: Pose, size: int, r: np.random.Generator
 # ----------------------------------------------------------------------------------------------
 # Face finding for user photos (--faces)
 
-@lru_cache(maxsize=1)
-def _cascade() -> cv2.CascadeClassifier:
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-    if not path.is_file():
-        raise FileNotFoundError(f"Haar cascade not found at {path}; reinstall opencv-python-headless 4.x")
-    c = cv2.CascadeClassifier(str(path))
-    if c.empty():
-        raise RuntimeError(f"could not load the Haar cascade {path}; reinstall opencv-python-headless 4.x")
-    return c
-
-
 def find_faces(image_rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Frontal faces (x, y, w, h) in pixels, largest first, with OpenCV's bundled Haar cascade.
 
-    Runs on a copy at most 640 px on its long side (the cascade is slow on big photos), then scales
-    the boxes back.
+    Kept for `synth --faces`, whose placement is tuned to the Haar box; the finder lives in
+    `paperkit.detect` (``haar_boxes``), next to the CNN detector that `predict` uses.
     """
-    img = np.asarray(image_rgb)
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]
-    if img.dtype != np.uint8:
-        mx = float(img.max()) if img.size else 1.0
-        img = np.clip(img.astype(np.float32) * (255.0 / (mx if mx > 1.5 else 1.0)), 0, 255).astype(np.uint8)
-    gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    h, w = gray.shape
-    f = min(1.0, 640.0 / max(h, w))
-    small = cv2.resize(gray, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else gray
-    small = cv2.equalizeHist(small)
-    min_side = max(20, int(min(small.shape) * 0.08))
-    found = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    boxes = [(int(x / f), int(y / f), int(bw / f), int(bh / f)) for (x, y, bw, bh) in np.asarray(found).reshape(-1, 4)]
-    boxes.sort(key=lambda b: (-b[2] * b[3], b[0], b[1]))
-    return boxes
+    from paperkit.detect import haar_boxes
+
+    return haar_boxes(image_rgb)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -7,8 +7,17 @@
 - `kd_weighted_loss` (seed 001, after SimCLR v2): (1 - alpha) CE on labels + alpha soft-target CE at
   temperature tau (no tau^2 factor).
 - `kd_hinton_loss` (seed 003, Hinton et al.): (1 - alpha) CE + alpha tau^2 KL(teacher_tau || student_tau).
-  The two KD forms differ by the teacher's entropy (constant for the student) and the tau^2 scale, which
-  keeps the soft-target gradient magnitude independent of tau.
+  The two KD forms differ by the teacher's entropy (constant for the student) and the tau^2 scale.
+
+Gradient scale (why the study tunes tau/alpha for seed 001's form): w.r.t. the student's logits z the soft
+term of the printed form has gradient (alpha / tau) (q_S - q_T), Hinton's alpha tau (q_S - q_T), with
+q = softmax(z / tau); since q_S - q_T itself shrinks ~ 1/tau, the printed soft term weighs ~ alpha / tau^2
+against the hard term's (1 - alpha): at tau=4, alpha=0.7 about 16x less than Hinton's (`soft_weight`).
+
+Unlabelled images (seed 001's semi-supervised part: CE sums over the labelled set D^L, the soft term over
+all of D): a label of `IGNORE_LABEL` (-1) drops that image from the hard term only. Both sums are divided by
+the batch size, so a fully labelled batch gives exactly the mean form and a batch without labels gives the
+soft term alone (never NaN).
 
 The `*_fn` builders return the training contract's `loss_fn(model, x, y, cues) -> (loss, logits)`.
 """
@@ -23,6 +32,7 @@ from torch import nn
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 KD_KINDS = ("weighted", "hinton")
+IGNORE_LABEL = -1   # a withheld label (unlabelled pool): the image gets the soft term only
 
 
 def _check_focal(gamma: float, threshold: float) -> None:
@@ -117,27 +127,60 @@ def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> N
                          "use a teacher trained for the same classes")
 
 
+def _hard_term(student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum of CE over labelled images / batch size (labels == IGNORE_LABEL are unlabelled)."""
+    if targets.shape != student_logits.shape[:1]:
+        raise ValueError(f"labels {tuple(targets.shape)} do not match student logits {tuple(student_logits.shape)}")
+    ce = F.cross_entropy(student_logits, targets, ignore_index=IGNORE_LABEL, reduction="sum")
+    return ce / max(1, student_logits.shape[0])
+
+
+def kd_soft_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
+                 kind: str = "weighted") -> torch.Tensor:
+    """The soft-target term alone, batch mean over every image (labelled or not).
+
+    weighted: -sum_y P_T(y|x;tau) log P_S(y|x;tau) (seed 001 as printed); hinton: tau^2 KL(P_T,tau || P_S,tau).
+    """
+    if kind not in KD_KINDS:
+        raise ValueError(f"unknown distillation kind {kind!r}; choose one of {KD_KINDS}")
+    _check_pair(student_logits, teacher_logits)
+    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=1)
+    log_p_s = F.log_softmax(student_logits / tau, dim=1)
+    if kind == "weighted":
+        return -(log_p_t.exp() * log_p_s).sum(1).mean()
+    return tau * tau * (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
+
+
+def soft_weight(tau: float, alpha: float, kind: str = "weighted") -> float:
+    """Rough weight of the soft-target gradient relative to the hard one: alpha / ((1 - alpha) tau^2) for the
+    printed form (gradient alpha/tau x a difference of tempered softmaxes that shrinks ~ 1/tau), alpha /
+    (1 - alpha) for Hinton's (tau^2 cancels it). inf when alpha = 1. A guide for choosing a grid, not a law."""
+    check_kd_params(tau, alpha)
+    if alpha >= 1.0:
+        return math.inf
+    return alpha / (1.0 - alpha) / (tau * tau if kind == "weighted" else 1.0)
+
+
 def kd_weighted_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
                      tau: float, alpha: float) -> torch.Tensor:
-    """Seed 001: (1 - alpha) CE(student, labels) + alpha * mean_i[-sum_y P_T(y|x;tau) log P_S(y|x;tau)]."""
+    """Seed 001: (1 - alpha) CE(student, labels) + alpha * mean_i[-sum_y P_T(y|x;tau) log P_S(y|x;tau)].
+
+    Labels equal to IGNORE_LABEL (-1) are unlabelled images: they contribute to the soft term only."""
     check_kd_params(tau, alpha)
     _check_pair(student_logits, teacher_logits)
-    hard = F.cross_entropy(student_logits, targets)
-    p_t = F.softmax(teacher_logits.detach() / tau, dim=1)
-    soft = -(p_t * F.log_softmax(student_logits / tau, dim=1)).sum(1).mean()
-    return (1.0 - alpha) * hard + alpha * soft
+    hard = _hard_term(student_logits, targets)
+    return (1.0 - alpha) * hard + alpha * kd_soft_term(student_logits, teacher_logits, tau, "weighted")
 
 
 def kd_hinton_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
                    tau: float, alpha: float) -> torch.Tensor:
-    """Seed 003 (Hinton): (1 - alpha) CE(student, labels) + alpha * tau^2 * KL(P_T,tau || P_S,tau), batch mean."""
+    """Seed 003 (Hinton): (1 - alpha) CE(student, labels) + alpha * tau^2 * KL(P_T,tau || P_S,tau), batch mean.
+
+    Labels equal to IGNORE_LABEL (-1) contribute to the soft term only."""
     check_kd_params(tau, alpha)
     _check_pair(student_logits, teacher_logits)
-    hard = F.cross_entropy(student_logits, targets)
-    log_p_t = F.log_softmax(teacher_logits.detach() / tau, dim=1)
-    log_p_s = F.log_softmax(student_logits / tau, dim=1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
-    return (1.0 - alpha) * hard + alpha * tau * tau * kl
+    hard = _hard_term(student_logits, targets)
+    return (1.0 - alpha) * hard + alpha * kd_soft_term(student_logits, teacher_logits, tau, "hinton")
 
 
 def kd_loss_fn(teacher: nn.Module, kind: str = "weighted", tau: float = 4.0, alpha: float = 0.7,

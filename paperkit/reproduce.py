@@ -2,24 +2,182 @@
 
 Executed copies land in `<run_dir>/executed/`; the first failure stops the chain with a non-zero exit
 and keeps the failed notebook for inspection; per-notebook wall time goes to `<run_dir>/manifest.json`.
+
+Fault tolerance (so an interrupted run never leaves results that look finished):
+
+* One run per run folder: `<run_dir>/.reproduce.lock` is held with ``flock`` for the whole run and names
+  the holder's pid. A second run into the same folder refuses with that pid; a lock file left by a process
+  that is gone (killed with SIGKILL, machine reset) no longer holds the flock and is taken over, with a
+  message.
+* Before a notebook runs, its manifest entry is replaced by ``{"status": "running"}``, so the manifest
+  never vouches for the previous run's outputs while this run may be rewriting them; the notebook's
+  ``record_notebook`` cell replaces it with the complete entry (``"status": "complete"``, outputs that
+  exist). Tables, predictions and the manifest are written by temp file + rename (``results``).
+* SIGINT and SIGTERM during a notebook stop it: papermill shuts the kernel down, the notebook's entry
+  becomes ``"interrupted"`` (or ``"failed"``), the ``reproduce`` entry records where and by which
+  signal, the lock is released, and the exit code is 128 + the signal number. A rerun starts over and
+  completes (training notebooks resume from their checkpoints).
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
+import signal
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import results
+from . import profiles, results
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-COMMON_PARAMETERS = ("profile", "data_root", "run_dir", "seed")
+COMMON_PARAMETERS = ("profile", "data_root", "run_dir", "seeds")
+
+
+LOCK_NAME = ".reproduce.lock"
 
 
 class ReproduceError(RuntimeError):
     pass
+
+
+class Interrupted(ReproduceError):
+    """The run was stopped by a signal; ``signum`` gives the exit code 128 + signum."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _Signalled(BaseException):
+    """Raised by our handler in the main thread; a BaseException so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class RunLock:
+    """Exclusive use of a run folder by one process: ``flock`` on ``<run_dir>/.reproduce.lock``.
+
+    The kernel drops a flock when its holder dies, so a lock left by a dead process is free by
+    construction; the pid written into the file is only there to say who holds it (and whose lock is
+    taken over). The file is removed on release."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _describe(_read_lock(fd))
+                os.close(fd)
+                raise ReproduceError(f"{self.path.parent} is in use by another paperkit reproduce ({holder}; lock "
+                                     f"{self.path}); wait for it to finish, stop it, or choose another --run-dir")
+            except OSError as e:
+                os.close(fd)
+                raise ReproduceError(f"cannot lock {self.path} ({e}); use a --run-dir on a local filesystem") from e
+            try:   # a finishing holder may have unlinked the file between our open and flock: retry
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = _read_lock(fd)
+            if old.get("pid") not in (None, os.getpid()):
+                state = "no longer running" if not _alive(old) else "not holding the lock any more"
+                print(f"paperkit reproduce: taking over the lock {self.path} left by {_describe(old)} ({state})",
+                      file=sys.stderr, flush=True)
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            self.fd = fd
+            return
+        raise ReproduceError(f"could not lock {self.path}: it keeps being replaced; is another run starting?")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)   # while still holding the flock (see the inode check above)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_lock(fd: int) -> dict[str, Any]:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return info if isinstance(info, dict) else {}
+    except (ValueError, OSError):
+        return {}
+
+
+def _alive(info: dict[str, Any]) -> bool:
+    if info.get("host") not in (None, socket.gethostname()):
+        return True   # another machine's pid cannot be checked from here
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
+        return True
+    return True
+
+
+def _describe(info: dict[str, Any]) -> str:
+    if not info.get("pid"):
+        return "pid unknown"
+    return f"pid {info['pid']} on {info.get('host', '?')}, started {info.get('started', '?')}"
+
+
+class _Signals:
+    """Turn SIGINT/SIGTERM into :class:`_Signalled` in the main thread while a run is in progress, so
+    papermill's cleanup (kernel shutdown) and ours run; restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "_Signals":
+        self.saved: dict[int, Any] = {}
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.saved[s] = signal.signal(s, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum: int, _frame: Any) -> None:
+        for s in _Signals.SIGNALS:   # one signal is enough: a second one must not break the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        raise _Signalled(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """The run folder as an absolute Path, created if missing; a clear error if it cannot be a folder."""
+    path = Path(run_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ReproduceError(f"--run-dir {path} is a file, not a folder; pass a folder (created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReproduceError(f"--run-dir {path} cannot be created ({e.strerror or e}); pass a folder you can write")
+    return path
 
 
 def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: Sequence[str] | None = None) -> list[Path]:
@@ -53,18 +211,20 @@ def check_parameters(nb: Path, params: dict[str, Any]) -> None:
 
 
 def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_root: str = "",
-        seed: int = 0, only: Sequence[str] | None = None, extra: dict[str, Any] | None = None,
-        notebook_dir: Path = NOTEBOOK_DIR, kernel: str = "python3", log_output: bool = True) -> dict[str, Any]:
+        seeds: Sequence[int] | None = None, only: Sequence[str] | None = None, extra: dict[str, Any] | None = None,
+        notebook_dir: Path | None = None, kernel: str = "python3", log_output: bool = True) -> dict[str, Any]:
+    """Run the notebooks of ``notebook_dir`` (default :data:`NOTEBOOK_DIR`) into ``run_dir``, holding its
+    lock. Raises ReproduceError (a notebook failed, bad arguments, run folder busy) or Interrupted."""
     import papermill as pm
-    from . import profiles
     profiles.get_profile(profile)  # unknown profile: fail before any notebook runs
-    run_dir = Path(run_dir).resolve()
+    run_dir = check_run_dir(run_dir)
     data_root = str(Path(data_root).resolve()) if data_root else ""
-    nbs = list_notebooks(notebook_dir, only)
+    nbs = list_notebooks(Path(notebook_dir) if notebook_dir else NOTEBOOK_DIR, only)
     extra = dict(extra or {})
     plan = []
     for nb in nbs:
-        params: dict[str, Any] = {"profile": profile, "data_root": data_root, "run_dir": str(run_dir), "seed": seed}
+        params: dict[str, Any] = {"profile": profile, "data_root": data_root, "run_dir": str(run_dir),
+                                  "seeds": list(seeds) if seeds else None}
         declared = set(pm.inspect_notebook(str(nb)))
         params.update({k: v for k, v in extra.items() if k in declared})
         check_parameters(nb, params)
@@ -76,6 +236,17 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
     if log_output:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
         logging.getLogger("papermill").setLevel(logging.INFO)
+    with RunLock(run_dir), _Signals():
+        try:
+            return _run_plan(pm, plan, run_dir, profile, seeds, data_root, kernel, log_output)
+        except _Signalled as e:   # between notebooks (no notebook was mid-way)
+            name = signal.Signals(e.signum).name
+            raise Interrupted(f"interrupted by {name} between notebooks; the results written so far are intact; "
+                              "run the same command again to finish", e.signum) from None
+
+
+def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profile: str,
+              seeds: Sequence[int] | None, data_root: str, kernel: str, log_output: bool) -> dict[str, Any]:
     timings: dict[str, float] = {}
     out_dir = run_dir / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,34 +255,70 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
         out = out_dir / nb.name
         print(f"\n=== [{i}/{len(plan)}] {nb.stem}  (profile={profile}, run_dir={run_dir}) ===", flush=True)
         t0 = time.time()
+        results.update_manifest(run_dir, nb.stem, {"status": "running", "parameters": params,
+                                                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         try:
             pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel,
                                 cwd=str(nb.parent), progress_bar=False, log_output=log_output)
+        except (_Signalled, KeyboardInterrupt) as e:
+            signum = e.signum if isinstance(e, _Signalled) else signal.SIGINT
+            raise _interrupted(run_dir, nb, profile, seeds, data_root, timings, t0, signum) from None
         except pm.PapermillExecutionError as e:
+            if e.ename == "KeyboardInterrupt":   # Ctrl-C in a terminal reaches the kernel too
+                raise _interrupted(run_dir, nb, profile, seeds, data_root, timings, t0, signal.SIGINT) from None
             timings[nb.stem] = round(time.time() - t0, 1)
-            _write_manifest(run_dir, profile, seed, data_root, timings, failed=nb.stem)
+            _finish_entry(run_dir, nb.stem, "failed")
+            _write_manifest(run_dir, profile, seeds, data_root, timings, failed=nb.stem)
             raise ReproduceError(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                                  f"the executed notebook with the traceback is kept at {out}") from e
         timings[nb.stem] = round(time.time() - t0, 1)
+        _finish_entry(run_dir, nb.stem, "unrecorded", why="it ran without calling results.record_notebook")
         print(f"=== {nb.stem} done in {timings[nb.stem]:.0f}s ===", flush=True)
     total = round(time.time() - t_all, 1)
-    _write_manifest(run_dir, profile, seed, data_root, timings, failed=None)
+    _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None)
     print(f"\nall {len(plan)} notebooks done in {total / 60:.1f} min; results in {run_dir}", flush=True)
     return {"timings": timings, "total_s": total}
 
 
-def _write_manifest(run_dir: Path, profile: str, seed: int, data_root: str, timings: dict[str, float],
-                    failed: str | None) -> None:
+def _interrupted(run_dir: Path, nb: Path, profile: str, seeds: Sequence[int] | None, data_root: str,
+                 timings: dict[str, float], t0: float, signum: int) -> Interrupted:
+    """Record where the run stopped (the kernel is already shut down by papermill) and build the error."""
+    name = signal.Signals(signum).name
+    timings[nb.stem] = round(time.time() - t0, 1)
+    _finish_entry(run_dir, nb.stem, "interrupted", why=f"stopped by {name}")
+    _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None, interrupted=(nb.stem, name))
+    return Interrupted(f"interrupted by {name} during {nb.stem}; its manifest entry is marked 'interrupted' "
+                       f"and the other results are intact; run the same command again to finish", signum)
+
+
+def _finish_entry(run_dir: Path, stem: str, status: str, why: str = "") -> None:
+    """Mark a notebook's entry that is still 'running' (it never reached record_notebook) as ``status``."""
+    try:
+        entry = json.loads((run_dir / "manifest.json").read_text())["entries"].get(stem, {})
+    except (OSError, ValueError, KeyError, TypeError):
+        entry = {}
+    if entry.get("status") == "running":
+        results.update_manifest(run_dir, stem, {**entry, "status": status, **({"reason": why} if why else {})})
+        if status == "unrecorded":
+            print(f"reproduce: warning: {stem} {why}; its manifest entry lists no outputs", file=sys.stderr)
+
+
+def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, data_root: str, timings: dict[str, float],
+                    failed: str | None, interrupted: tuple[str, str] | None = None) -> None:
     root: str | None = data_root or None
     if root is None:  # the embedded dataset the notebooks used (cached by then; built if 00 never ran)
         from . import data
         try:
-            root = str(data.resolve_root("", profile, seed))
+            root = str(data.resolve_root("", profile, profiles.get_profile(profile).data_seed))
         except Exception as e:  # the manifest must still be written when the failure was the dataset
             print(f"reproduce: could not fingerprint the dataset: {e}", file=sys.stderr)
     results.update_manifest(run_dir, "reproduce", {
-        "profile": profile, "seed": seed, "data_root": data_root or "(embedded synthetic default)",
+        "profile": profile,
+        "seeds": list(profiles.resolve_seeds(profiles.get_profile(profile), seeds)),
+        "data_root": data_root or "(embedded synthetic default)",
         "dataset": results.dataset_info(root), "notebook_wall_time_s": timings,
         "total_wall_time_s": round(sum(timings.values()), 1), "failed": failed,
+        "status": "interrupted" if interrupted else "failed" if failed else "complete",
+        "interrupted": {"notebook": interrupted[0], "signal": interrupted[1]} if interrupted else None,
         "packages": results.package_versions(), "git_revision": results.git_revision(),
     })

@@ -86,6 +86,37 @@ def read_table(run_dir: str | os.PathLike, name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+PREDICTION_COLUMNS = ("model", "config", "bn", "fmt", "seed", "split", "subject", "spoof_type", "video",
+                      "label", "score")
+
+
+def write_predictions(run_dir: str | os.PathLike, name: str, df: pd.DataFrame) -> Path:
+    """Write per-image scores to `predictions/<name>.csv.gz` (atomically), so that notebook 04 can compute
+    paired intervals between any two models scored on the same images.
+
+    Gzip is written with mtime 0: the same scores give the same bytes on every rerun."""
+    import gzip
+
+    missing = [c for c in PREDICTION_COLUMNS + ("dataset",) if c not in df.columns]
+    if missing:
+        raise ValueError(f"predictions {name!r} lack column(s) {missing}; use paperkit.stats.Scored.frame("
+                         "model=..., config=..., bn=..., fmt=..., seed=..., split=..., dataset=...)")
+    path = run_path(run_dir, "predictions", f"{name}.csv.gz")
+    raw = df.to_csv(index=False, float_format="%.7g").encode()
+    atomic_write_bytes(path, gzip.compress(raw, compresslevel=6, mtime=0))
+    return path
+
+
+def read_predictions(run_dir: str | os.PathLike, name: str) -> pd.DataFrame | None:
+    """The per-image scores a notebook wrote, or None when that notebook has not run in `run_dir`."""
+    path = Path(run_dir) / "predictions" / f"{name}.csv.gz"
+    if not path.is_file():
+        return None
+    text = ("model", "config", "bn", "fmt", "split", "subject", "video", "dataset")
+    df = pd.read_csv(path, keep_default_na=False, dtype={c: str for c in text})
+    return df
+
+
 def _register_figure_display() -> None:
     """Show matplotlib Figure objects returned by notebook cells as PNG (studies build figures without
     pyplot, so the inline backend's formatter may not be installed)."""
@@ -112,8 +143,12 @@ _register_figure_display()
 
 def save_figure(run_dir: str | os.PathLike, name: str, fig: Any, dpi: int = 120) -> Path:
     """Save a matplotlib figure as `figures/<name>.png` (deterministic metadata, so reruns diff cleanly)."""
+    import io
+
     path = run_path(run_dir, "figures", f"{name}.png")
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())  # a killed run never leaves half a PNG
     return path
 
 
@@ -143,26 +178,65 @@ def git_revision() -> str:
 
 
 def update_manifest(run_dir: str | os.PathLike, key: str, entry: dict[str, Any]) -> Path:
-    """Merge one entry (a notebook's, or the reproduce driver's) into `manifest.json` atomically."""
+    """Merge one entry (a notebook's, or the reproduce driver's) into `manifest.json`.
+
+    Read-modify-write under an exclusive lock on the run folder (no concurrent update is lost), written by
+    temp file + rename (a killed process never leaves half a manifest). A manifest that is not valid JSON
+    (written by something else) is kept as `manifest.json.corrupt` with a warning and a new one started,
+    so it can never stop a run."""
+    import fcntl
+    import warnings
     path = run_path(run_dir, "manifest.json")
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.setdefault("entries", {})[key] = entry
-    data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock: the atomic rename still keeps the file whole
+            pass
+        data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict) or not isinstance(data.get("entries", {}), dict):
+                    raise ValueError("not an object with an 'entries' object")
+            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                aside = path.with_name("manifest.json.corrupt")
+                os.replace(path, aside)
+                warnings.warn(f"{path} was not a valid manifest ({e}); kept it as {aside} and started a new one",
+                              stacklevel=2)
+                data = {}
+        data.setdefault("entries", {})[key] = entry
+        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    finally:
+        os.close(dir_fd)  # releases the lock
     return path
 
 
 def record_notebook(run_dir: str | os.PathLike, notebook: str, params: dict[str, Any],
                     data_root: str | os.PathLike | None, started: float,
                     outputs: Iterable[str | os.PathLike] = ()) -> Path:
-    """A notebook's manifest entry: parameters, dataset, versions, git revision, wall time, outputs."""
-    run_dir = Path(run_dir)
-    rels = []
+    """A notebook's manifest entry: parameters, dataset, versions, git revision, wall time, outputs.
+
+    Every output must exist (the manifest never names a file that is not there); a relative output is
+    looked up from the working directory (what `write_table` returns for a relative run_dir), then from
+    the run folder, and recorded relative to the run folder."""
+    base = Path(run_dir).resolve()
+    rels, missing = [], []
     for o in outputs:
         p = Path(o)
-        rels.append(str(p.relative_to(run_dir)) if p.is_absolute() and run_dir.resolve() in p.resolve().parents
-                    else str(p))
+        candidates = [p] if p.is_absolute() else [Path.cwd() / p, base / p]
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            missing.append(str(o))
+            continue
+        f = found.resolve()
+        rels.append(str(f.relative_to(base)) if base in f.parents else str(f))
+    if missing:
+        raise FileNotFoundError(f"record_notebook({notebook!r}): output(s) {missing} do not exist (looked in "
+                                f"{Path.cwd()} and {base}); write them before recording, or leave them out")
     entry = {
+        "status": "complete",
         "parameters": {k: v for k, v in params.items()},
         "dataset": dataset_info(data_root),
         "packages": package_versions(),

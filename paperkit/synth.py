@@ -804,11 +804,11 @@ def load_face_photos(faces_dir: str | os.PathLike) -> tuple[list[list[PhotoFace]
 # ----------------------------------------------------------------------------------------------
 # Build
 
-def _jobs(seed: int, n_id: int, n_live: int, n_spoof: int, difficulty: float, subject_ids: list[str]
-          ) -> tuple[list[Job], dict[str, str]]:
+def _jobs(seed: int, n_id: int, n_live: int, n_spoof: int, difficulty: float, subject_ids: list[str],
+          test_fraction: float = TEST_FRACTION) -> tuple[list[Job], dict[str, str]]:
     r = np.random.default_rng([seed, _SPLIT_TAG])
     perm = r.permutation(n_id)
-    n_test = int(round(TEST_FRACTION * n_id)) if n_id >= 2 else 0
+    n_test = int(round(test_fraction * n_id)) if n_id >= 2 else 0
     n_test = max(1, n_test) if n_id >= 2 else 0
     test = set(int(i) for i in perm[:n_test])
     splits = {subject_ids[i]: ("test" if i in test else "train") for i in range(n_id)}
@@ -888,7 +888,7 @@ def build(out_dir: str | os.PathLike, profile: str = "default", seed: int = 0, f
         names = []
         subject_ids = [str(i + 1) for i in range(n_id)]
     n_live, n_spoof = int(prof.synth_live_per_identity), int(prof.synth_spoof_per_identity)
-    jobs, splits = _jobs(seed, n_id, n_live, n_spoof, diff, subject_ids)
+    jobs, splits = _jobs(seed, n_id, n_live, n_spoof, diff, subject_ids, float(prof.synth_test_fraction))
     if faces_dir is not None and not any(s == "test" for s in splits.values()):
         print(f"paperkit synth: only {n_id} identity in {faces_dir}; the test split is empty "
               f"(add photos of at least 2 people for a subject-disjoint test split)", file=sys.stderr)
@@ -954,6 +954,13 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "paperkit"
 
 
+def synth_key(prof: Any) -> str:
+    """Short hash of every `synth_*` profile field: a profile edited in place gets a new cache folder."""
+    import hashlib
+    fields = {k: v for k, v in sorted(prof.to_dict().items()) if k.startswith("synth_")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def default_root(profile: str = "default", seed: int = 0) -> Path:
     """The cached embedded dataset for (profile, seed), built on first use.
 
@@ -961,7 +968,7 @@ def default_root(profile: str = "default", seed: int = 0) -> Path:
     (the build renames a complete temp folder into place), so a killed build is rebuilt next time.
     """
     prof = get_profile(profile)
-    root = cache_dir() / f"synth-v{VERSION}-{prof.name}-s{seed}"
+    root = cache_dir() / f"synth-v{VERSION}-{prof.name}-s{seed}-{synth_key(prof)}"
     if (root / MARKER).is_file():
         return root
     if root.exists():  # not ours or incomplete (should not happen with the atomic rename): rebuild

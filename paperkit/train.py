@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import pickle
 import random
@@ -203,8 +204,13 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
         epochs: int, lr: float, seed: int, loss_fn: LossFn | None = None, optimizer: str = "adam",
         weight_decay: float = 0.0, before_step: Callable[[nn.Module, torch.Generator], None] | None = None,
         eval_config: Callable[[nn.Module], None] | None = None, channels_last: bool = True,
-        progress: bool = True, params: list[nn.Parameter] | None = None) -> History:
+        progress: bool = True, params: list[nn.Parameter] | None = None, lr_schedule: str = "constant",
+        schedule_epochs: int | None = None) -> History:
     """Train `model` on loaders["train"], validate on loaders["val"] (ACER), keep the best weights.
+
+    lr_schedule "cosine" decays the learning rate per step to 0 over `schedule_epochs` (default
+    `epochs`; pass the full budget when training in 1-epoch slices): the rate is a function of the
+    step index alone, so a resumed run follows the same schedule without saving scheduler state.
 
     Resumes from `run_dir/checkpoints/<name>/last.pt` when present. Returns the per-epoch history;
     the model ends holding the weights of its best validation epoch.
@@ -224,6 +230,8 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
         opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay or 1e-2)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'adamw'")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; use 'constant' or 'cosine'")
     step_gen = torch.Generator().manual_seed(seed)
     hist = History()
     best_state: dict[str, torch.Tensor] | None = None
@@ -270,7 +278,12 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
         total, n = 0.0, 0
         bar = _progress(train_loader, len(train_loader), f"{name} epoch {epoch + 1}/{epochs}",
                         progress and _rank() == 0)
-        for x, y, cues in bar:
+        total_steps = max(1, (schedule_epochs or epochs) * len(train_loader))
+        for step, (x, y, cues) in enumerate(bar):
+            if lr_schedule == "cosine":
+                t = min(1.0, (epoch * len(train_loader) + step) / total_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * t))
             if before_step is not None:
                 before_step(_unwrap(net), step_gen)
             if channels_last:

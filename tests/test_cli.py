@@ -28,3 +28,15 @@ def test_notebook_without_parameters_cell_is_refused(tmp_path):
     nbformat.write(nb, tmp_path / "00_x.ipynb")
     with pytest.raises(reproduce.ReproduceError, match="no cell tagged 'parameters'"):
         reproduce.check_parameters(tmp_path / "00_x.ipynb", {"profile": "smoke"})
+
+
+@pytest.mark.parametrize("sub", ["", "sub"])
+def test_reproduce_run_dir_that_is_a_file_is_a_one_line_error(tmp_path, capsys, sub):
+    f = tmp_path / "results.txt"
+    f.write_text("not a folder")
+    run_dir = f / sub if sub else f
+    assert cli.main(["reproduce", "--profile", "smoke", "--run-dir", str(run_dir), "--only", "00"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("paperkit reproduce: --run-dir ")
+    assert str(f) in err and "Traceback" not in err and "NotADirectoryError" not in err
+    assert f.read_text() == "not a folder"

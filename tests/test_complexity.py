@@ -91,6 +91,40 @@ def test_measure_latency_interleaves_rounds() -> None:
         measure_latency({"x": "model.pt"}, rounds=1, iters=1)
 
 
+def test_round_medians_give_a_paired_ratio_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-round medians are kept and the ratio's interval comes from them, paired by round; a fake clock
+    makes the times exact: b takes twice a's time, and round 2 is slow for both (drift cancels)."""
+    clock = [0.0]
+    state = {"round": 0}
+
+    def tick(ms: float):
+        def run() -> None:
+            clock[0] += ms * (3.0 if state["round"] == 2 else 1.0) / 1e3
+        return run
+
+    calls = {"n": 0}
+
+    def fake_counter() -> float:
+        return clock[0]
+
+    monkeypatch.setattr(complexity.time, "perf_counter", fake_counter)
+    base = {"a": tick(1.0), "b": tick(2.0)}
+
+    def counted(name):
+        def run() -> None:
+            base[name]()
+            calls["n"] += 1
+            state["round"] = calls["n"] // 8  # 2 candidates x 4 iters per round
+        return run
+
+    df = measure_latency({"a": counted("a"), "b": counted("b")}, rounds=4, iters=4, warmup=0, input_size=8)
+    assert complexity.round_medians(df, "a") == pytest.approx([1.0, 1.0, 3.0, 1.0])
+    assert complexity.round_medians(df, "missing") is None
+    iv = complexity.latency_ratio_interval(df, "b", "a")
+    assert iv.value == pytest.approx(2.0) and iv.low == pytest.approx(2.0) and iv.high == pytest.approx(2.0)
+    assert iv.n == 4
+
+
 def test_measure_latency_torch_module_restores_threads() -> None:
     before = torch.get_num_threads()
     df = measure_latency({"tiny": nn.Conv2d(3, 4, 3)}, rounds=1, iters=2, warmup=1, input_size=16, threads=1)
@@ -125,6 +159,7 @@ def test_bench_latency_plumbing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
     def fake_export(model: nn.Module, path: Path, input_size: int = 128, dynamic_batch: bool = True) -> Path:
         Path(path).write_text(getattr(model, "config", "NoPTA"))
+        stamped[Path(path).stem] = float(model.state_dict()["features.0.1.running_mean"][0])
         return Path(path)
 
     def fake_measure(cands: dict, **kw: object) -> pd.DataFrame:
@@ -136,11 +171,14 @@ def test_bench_latency_plumbing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
                               "median_ms": ms(n, c), "p10_ms": ms(n, c) / 2, "p90_ms": 0.0, "rounds": 1, "iters": 1,
                               "threads": 1} for n, c in cands.items()])
 
+    stamped: dict[str, float] = {}
     monkeypatch.setattr(export, "export_onnx", fake_export)
     monkeypatch.setattr(complexity, "measure_latency", fake_measure)
     monkeypatch.setattr(complexity, "LATENCY_EXTRAS", [lambda: {"texture_int8": "x.onnx"}])
-    df = complexity.bench_latency("smoke", onnx_dir=tmp_path)
+    lll_bn = {"features.0.1.running_mean": torch.full((32,), 7.0)}
+    df = complexity.bench_latency("smoke", onnx_dir=tmp_path, bn_states={"LLL": lll_bn})
     assert sorted((tmp_path / "pta_LLL.onnx").read_text()) == sorted("LLL")
+    assert stamped["pta_LLL"] == 7.0 and stamped["pta_HHH"] == 0.0  # each export carries its own statistics
     by = df.set_index("candidate")
     assert by.loc["LLL/torch", "rel_latency"] == pytest.approx(0.8)
     assert by.loc["LLL/ort", "rel_latency"] == pytest.approx(0.8)
@@ -149,7 +187,9 @@ def test_bench_latency_plumbing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     wide = complexity.latency_wide(df)
     assert list(wide["config"]) == list(EXPECTED)
     assert set(wide.columns) == {"config", "latency_ms_torch", "latency_ms_ort", "rel_latency",
-                                  "rel_latency_p10", "rel_latency_torch"}
+                                  "rel_latency_rounds", "rel_latency_ci_low", "rel_latency_ci_high", "rel_latency_p10",
+                                  "rel_latency_torch", "timing_rounds"}
+    assert wide["rel_latency_ci_low"].isna().all()  # the fake measurement has no per-round times
 
 
 def test_latency_export_torchscript_and_bad_exporter(tmp_path: Path) -> None:

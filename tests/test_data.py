@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import GOOD_BB
 from paperkit import data
 from paperkit.profiles import get_profile
 
@@ -20,9 +21,25 @@ def _profile(**kw):
     return get_profile("smoke", **base)
 
 
+NEW_KINDS = {"label_conflict": 0, "bad_spoof_type": 0, "split_overlap": 0}
+
+
+def _with_new_kinds(expected):
+    """conftest's expected summary plus the label-problem kinds (none in that tree) and the examples."""
+    out = json.loads(json.dumps(expected))
+    out["problems"].update(NEW_KINDS)
+    out["examples"] = {"missing_bb": "Data/train/1002/live/000005.jpg", "empty_bb": "Data/train/1002/live/000006.jpg",
+                       "negative_bb": "Data/train/1002/spoof/000008.jpg", "tiny_bb": "Data/train/1003/live/000009.jpg",
+                       "unreadable_image": "Data/train/1003/spoof/000010.jpg",
+                       "missing_image": "Data/train/1004/spoof/000013.jpg"}
+    return out
+
+
 # ---------------------------------------------------------------- summary and index
 def test_summary_matches_issue_shape(tiny_celeba, tiny_celeba_expected):
-    assert data.summary(tiny_celeba) == tiny_celeba_expected
+    s = data.summary(tiny_celeba)
+    assert s == _with_new_kinds(tiny_celeba_expected)
+    assert set(s["problems"]) == set(data.PROBLEM_KEYS)
 
 
 def test_index_skips_bad_images_and_keeps_box_fallbacks(tiny_celeba):
@@ -33,7 +50,7 @@ def test_index_skips_bad_images_and_keeps_box_fallbacks(tiny_celeba):
                              "000009", "000015", "000016"]
     assert idx.entries == 16
     assert idx.problems == {"missing_bb": 1, "empty_bb": 2, "negative_bb": 1, "tiny_bb": 1,
-                            "unreadable_image": 4, "missing_image": 1}
+                            "unreadable_image": 4, "missing_image": 1, **NEW_KINDS}
     assert by_id["000001"].box == (16.0, 9.0, 32.0, 30.0) and by_id["000001"].box_problem == ""
     for stem, why in [("000005", "missing_bb"), ("000006", "empty_bb"), ("000007", "empty_bb"),
                       ("000009", "tiny_bb")]:
@@ -90,6 +107,114 @@ def test_limit_is_deterministic_and_applied_before_probing(tiny_celeba_clean):
     assert [s.path for s in a] == sorted(s.path for s in a)
 
 
+def test_absent_image_is_counted_once_not_also_as_missing_box(tiny_celeba_builder, tmp_path):
+    # an absent image without its _BB.txt, and an undecodable one without a box: one problem each
+    rows = [("train", "1001", "live", 1, "jpg", 0, GOOD_BB), ("train", "1001", "spoof", 2, "none", 7, None),
+            ("train", "1002", "spoof", 3, "corrupt", 1, None), ("train", "1002", "live", 4, "jpg", 0, None),
+            ("test", "2001", "live", 5, "jpg", 0, GOOD_BB)]
+    root = tiny_celeba_builder(tmp_path / "t", rows)
+    idx = data.load_index(root, "train")
+    assert idx.problems["missing_image"] == 1 and idx.problems["unreadable_image"] == 1
+    assert idx.problems["missing_bb"] == 1          # only the kept image 000004 misses its box
+    assert idx.examples["missing_bb"] == "Data/train/1002/live/000004.jpg"
+    assert data.summary(root)["problems"]["missing_bb"] == 1
+
+
+# ---------------------------------------------------------------- hostile label files
+def _labels(root, split="train"):
+    f = root / f"metas/intra_test/{split}_label.json"
+    return f, json.loads(f.read_text())
+
+
+def _key(labels, folder, nth=0):
+    return sorted(k for k in labels if f"/{folder}/" in k)[nth]
+
+
+def test_label_conflict_is_counted_logged_once_and_skipped(tiny_celeba_clean, caplog):
+    f, labels = _labels(tiny_celeba_clean)
+    live_flag_spoof = _key(labels, "live", 0)       # live/ with [43] = 1, [40] = 0 (the issue's example)
+    labels[live_flag_spoof][43] = 1
+    live_type_7 = _key(labels, "live", 1)           # live/, flag live, but spoof type 7
+    labels[live_type_7][40] = 7
+    spoof_type_0 = _key(labels, "spoof", 0)         # spoof/, flag spoof, type 0 (= live)
+    labels[spoof_type_0][40] = 0
+    spoof_flag_live = _key(labels, "spoof", 1)      # spoof/ with a consistent live label (flag 0, type 0)
+    labels[spoof_flag_live][40], labels[spoof_flag_live][43] = 0, 0
+    f.write_text(json.dumps(labels))
+    bad = {live_flag_spoof, live_type_7, spoof_type_0, spoof_flag_live}
+    with caplog.at_level(logging.WARNING, logger="paperkit.data"):
+        idx = data.load_index(tiny_celeba_clean, "train")
+    assert idx.problems["label_conflict"] == 4 and idx.entries == len(labels)
+    assert not bad & {s.path for s in idx} and len(idx) == len(labels) - 4
+    msgs = [r.getMessage() for r in caplog.records if r.name == "paperkit.data"]
+    assert len(msgs) == 1 and "label_conflict=4" in msgs[0] and idx.examples["label_conflict"] in msgs[0]
+    assert "flag [43]" in msgs[0]
+    s = data.summary(tiny_celeba_clean)
+    assert s["problems"]["label_conflict"] == 4 and s["examples"]["label_conflict"] in bad
+    tr = s["splits"]["train"]
+    assert tr["images"] == len(labels) and tr["live"] + tr["spoof"] == len(labels) - 4
+
+
+@pytest.mark.parametrize("stype", [11, -1, 99])
+def test_spoof_type_outside_0_10_is_counted_not_shown_as_a_type(tiny_celeba_clean, stype, capsys):
+    f, labels = _labels(tiny_celeba_clean)
+    key = _key(labels, "spoof", 0)
+    labels[key][40] = stype
+    f.write_text(json.dumps(labels))
+    idx = data.load_index(tiny_celeba_clean, "train")
+    assert idx.problems["bad_spoof_type"] == 1 and idx.problems["label_conflict"] == 0
+    assert key not in {s.path for s in idx}
+    s = data.summary(tiny_celeba_clean)
+    assert s["problems"]["bad_spoof_type"] == 1 and s["examples"]["bad_spoof_type"] == key
+    assert str(stype) not in s["splits"]["train"]["spoof_types"]
+    assert data.cli_summary(tiny_celeba_clean) == 0
+    out = capsys.readouterr().out
+    assert "bad_spoof_type=1" in out and key in out and f"={stype}" not in out.replace("bad_spoof_type=1", "")
+
+
+def test_image_in_train_and_test_is_counted_warned_and_dropped_from_train(tiny_celeba_clean, caplog, capsys):
+    _, train = _labels(tiny_celeba_clean)
+    f, test = _labels(tiny_celeba_clean, "test")
+    key = _key(train, "live", 0)
+    other = _key(train, "spoof", 2)
+    test[key] = train[key]
+    test[other.replace("Data/train/", "Data/train/./")] = train[other]   # same file, another spelling
+    f.write_text(json.dumps(test))
+    with caplog.at_level(logging.WARNING, logger="paperkit.data"):
+        tr = data.load_index(tiny_celeba_clean, "train")
+    assert tr.problems["split_overlap"] == 2 and not {key, other} & {s.path for s in tr}
+    assert any("TRAIN/TEST OVERLAP" in r.getMessage() and key in r.getMessage() for r in caplog.records)
+    te = data.load_index(tiny_celeba_clean, "test")
+    assert key in {s.path for s in te} and te.problems["split_overlap"] == 0   # test stays the official one
+    loaders = data.make_loaders(tiny_celeba_clean, _profile(), seed=0)
+    trained = {s.path for k in ("train", "val") for s in loaders[k].dataset.samples}
+    assert not trained & {key, other}
+    s = data.summary(tiny_celeba_clean)
+    assert s["problems"]["split_overlap"] == 2 and s["examples"]["split_overlap"] == key
+    assert data.cli_summary(tiny_celeba_clean, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out)["problems"]["split_overlap"] == 2
+    assert data.cli_summary(tiny_celeba_clean) == 0
+    out = capsys.readouterr().out
+    assert "split_overlap=2" in out and "WARNING" in out and key in out
+
+
+def test_every_problem_kind_has_a_count_and_an_example(tiny_celeba):
+    _, train = _labels(tiny_celeba)
+    f = tiny_celeba / "metas/intra_test/train_label.json"
+    train["Data/train/1005/live/000015.jpg"][43] = 1                 # label_conflict
+    train["Data/train/1005/spoof/000016.jpg"][40] = 11               # bad_spoof_type
+    f.write_text(json.dumps(train))
+    tf, test = _labels(tiny_celeba, "test")
+    test["Data/train/1001/live/000001.jpg"] = train["Data/train/1001/live/000001.jpg"]   # split_overlap
+    tf.write_text(json.dumps(test))
+    s = data.summary(tiny_celeba)
+    assert set(s["problems"]) == set(data.PROBLEM_KEYS)
+    assert all(s["problems"][k] >= 1 for k in data.PROBLEM_KEYS), s["problems"]
+    assert set(s["examples"]) == set(data.PROBLEM_KEYS)
+    for k, example in s["examples"].items():
+        assert example.startswith("Data/"), (k, example)
+
+
 # ---------------------------------------------------------------- bad input: structure errors
 def test_not_a_tree_names_what_is_missing(tmp_path, capsys):
     (tmp_path / "Data").mkdir()
@@ -105,7 +230,7 @@ def test_not_a_tree_names_what_is_missing(tmp_path, capsys):
 
 def test_cli_summary_json(tiny_celeba, tiny_celeba_expected, capsys):
     assert data.cli_summary(tiny_celeba, as_json=True) == 0
-    assert json.loads(capsys.readouterr().out) == tiny_celeba_expected
+    assert json.loads(capsys.readouterr().out) == _with_new_kinds(tiny_celeba_expected)
     assert data.cli_summary(tiny_celeba, as_json=False) == 0
     assert "problems:" in capsys.readouterr().out
 
@@ -372,7 +497,7 @@ def test_notebook_00_is_thin_and_clean():
     src = ["".join(c["source"]) for c in code]
     params = [i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", [])]
     assert params == [0]
-    assert src[0].splitlines() == ['profile = "default"', 'data_root = ""', 'run_dir = "../results"', "seed = 0"]
+    assert src[0].splitlines() == ['profile = "default"', 'data_root = ""', 'run_dir = "../results"', "seeds = None"]
     for c, text in zip(code, src):
         assert not c["outputs"] and c["execution_count"] is None
         assert not any(line.lstrip().startswith(("def ", "class ")) for line in text.splitlines())
@@ -385,7 +510,7 @@ def test_notebook_00_runs_under_papermill(tiny_celeba_clean, tmp_path):
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3",
                                parameters={"profile": "smoke", "data_root": str(tiny_celeba_clean),
-                                           "run_dir": str(run_dir), "seed": 0},
+                                           "run_dir": str(run_dir), "seeds": None},
                                cwd=str(NOTEBOOK.parent), progress_bar=False)
     import pandas as pd
     table = pd.read_csv(run_dir / "tables" / "data_summary.csv")

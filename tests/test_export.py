@@ -23,14 +23,22 @@ def loaders(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+def exported(tmp_path_factory: pytest.TempPathFactory, loaders: dict) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(0)
     m = texture_net()
-    # non-trivial BN statistics and logits, so folding and the classifier are really exercised
+    # Non-trivial BN statistics, estimated on real training crops as training would leave them. (Random
+    # running statistics let the signal die out by the last stage: every face then gets the same logits
+    # and an INT8-vs-FP32 comparison measures only a constant offset.)
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
+            mod.reset_running_stats()
+            mod.momentum = None                 # cumulative average over the batches below
+    m.train()
+    with torch.no_grad():
+        for i, (x, _, _) in enumerate(loaders["train"]):
+            m(x)
+            if i == 3:
+                break
     torch.nn.init.normal_(m.classifier[-1].weight, 0, 1.0)
     m.eval()
     out = tmp_path_factory.mktemp("onnx") / "models" / "texture_fp32.onnx"
@@ -97,13 +105,17 @@ def test_int8_size_and_agreement(exported, loaders, tmp_path: Path) -> None:
     # per-channel weights: conv weight scales are vectors
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(q)).graph.initializer}
     assert any(k.endswith("weight_scale") and v.ndim == 1 and v.size > 1 for k, v in inits.items())
-    # an untrained net has no margin to preserve; check INT8 logits track FP32 logits on real crops
+    # an untrained net has no trained margin to preserve; check INT8 logits track FP32 logits on real crops
     x = next(iter(loaders["test"]))[0]
     l8 = export.run_logits(export.ort_session(q), x)
     l32 = export.run_logits(export.ort_session(path), x)
     d8, d32 = l8[:, 1] - l8[:, 0], l32[:, 1] - l32[:, 0]
     print(f"INT8 vs FP32 logit-margin corr {np.corrcoef(d8, d32)[0, 1]:.4f}, max abs diff {np.abs(d8 - d32).max():.3f}")
-    assert np.abs(l8 - l32).max() < 0.1 * np.abs(l32).max()   # quantization error small vs the logits
+    assert d32.std() > 0.1                                      # the faces really get different margins
+    # INT8 ranks the faces as FP32 does (percentile calibration of this net gives ~0.81 and fails this).
+    # No absolute bound: on this random net uint8 activations shift the margins systematically (relative
+    # RMS error ~0.6, ~0.26 with int8 activations); the trained model's agreement is in texture_int8_agreement.
+    assert np.corrcoef(d8, d32)[0, 1] > 0.9
 
 
 def test_quantize_refuses_empty_calibration(exported, tmp_path: Path) -> None:
@@ -112,3 +124,19 @@ def test_quantize_refuses_empty_calibration(exported, tmp_path: Path) -> None:
         export.quantize_int8(path, tmp_path / "x_int8.onnx", [])
     with pytest.raises(FileNotFoundError):
         export.quantize_int8(tmp_path / "missing.onnx", tmp_path / "y_int8.onnx", [])
+
+
+def test_interleaved_latency_rounds(exported, tmp_path: Path) -> None:
+    """Per-round medians of every model, rounds rotating the starting model (what the ratio CI resamples)."""
+    _, path = exported
+    sess = export.ort_session(path)
+    df = export.interleaved_latency({"a": path, "b": sess}, rounds=3, iters=2, warmup=1, input_size=128)
+    assert list(df.columns) == ["candidate", "round", "median_ms", "iters", "threads"]
+    assert len(df) == 6 and set(df["candidate"]) == {"a", "b"}
+    assert df.groupby("candidate")["round"].apply(list).to_dict() == {"a": [0, 1, 2], "b": [0, 1, 2]}
+    assert list(df["candidate"].iloc[:4]) == ["a", "b", "b", "a"]   # round 1 starts with the second model
+    assert (df["median_ms"] > 0).all()
+    with pytest.raises(ValueError, match="rounds and iters"):
+        export.interleaved_latency({"a": path}, rounds=0, iters=1)
+    with pytest.raises(FileNotFoundError):
+        export.interleaved_latency({"x": tmp_path / "missing.onnx"}, rounds=1, iters=1)

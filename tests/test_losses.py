@@ -8,11 +8,14 @@ import torch
 from torch import nn
 
 from paperkit.losses import (
+    IGNORE_LABEL,
     check_kd_params,
     kd_hinton_loss,
     kd_loss_fn,
+    kd_soft_term,
     kd_weighted_loss,
     reduced_focal_loss,
+    soft_weight,
     teacher_loss_fn,
 )
 
@@ -259,3 +262,79 @@ def test_kd_cached_teacher_logits_are_used_and_miss_falls_back() -> None:
     fn_miss = kd_loss_fn(teacher, "weighted", tau=2.0, alpha=0.7, cached_logits=lambda _: None)
     fn_miss(student, x, y, torch.zeros(2, 7))
     assert calls["n"] == 1
+
+
+# ------------------------------------------------------------------------------------------ gradient scale
+def _soft_grad(kind: str, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+    z = s.clone().double().requires_grad_(True)
+    kd_soft_term(z, t.double(), tau, kind).backward()
+    return z.grad
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0, 4.0, 8.0])
+def test_kd_soft_gradient_scale_is_tau_squared(tau: float) -> None:
+    """Issue 9: Hinton's soft term carries tau^2 relative to seed 001's printed form; both match the analytic
+    gradient (q_S - q_T) / (tau N) x {1, tau^2} and a central finite difference."""
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(5, 2, generator=g, dtype=torch.float64) * 2, torch.randn(5, 2, generator=g, dtype=torch.float64) * 3
+    gw, gh = _soft_grad("weighted", s, t, tau), _soft_grad("hinton", s, t, tau)
+    q_s, q_t = torch.softmax(s / tau, 1), torch.softmax(t / tau, 1)
+    analytic = (q_s - q_t) / (tau * len(s))
+    assert torch.allclose(gw, analytic, atol=1e-12)
+    assert torch.allclose(gh, tau ** 2 * analytic, atol=1e-12)
+    assert torch.allclose(gh, tau ** 2 * gw, rtol=1e-9, atol=1e-15)
+    # finite difference on one logit, independent of autograd
+    eps = 1e-6
+    for kind, grad in (("weighted", gw), ("hinton", gh)):
+        up, dn = s.clone(), s.clone()
+        up[2, 1] += eps
+        dn[2, 1] -= eps
+        fd = (kd_soft_term(up, t, tau, kind) - kd_soft_term(dn, t, tau, kind)).item() / (2 * eps)
+        assert fd == pytest.approx(grad[2, 1].item(), rel=1e-5, abs=1e-10)
+    # the full losses at alpha = 1 are the soft terms: the printed form's gradient is tau^2 weaker
+    zw = s.clone().requires_grad_(True)
+    zh = s.clone().requires_grad_(True)
+    y = torch.tensor([0, 1, 0, 1, 1])
+    kd_weighted_loss(zw, t, y, tau, 1.0).backward()
+    kd_hinton_loss(zh, t, y, tau, 1.0).backward()
+    assert torch.allclose(zh.grad, tau ** 2 * zw.grad, rtol=1e-9, atol=1e-15)
+
+
+def test_printed_soft_gradient_shrinks_with_tau_hinton_does_not() -> None:
+    """Near-agreeing logits: the printed form's soft gradient falls ~ 1/tau^2, Hinton's stays ~ constant."""
+    s, t = torch.tensor([[0.05, -0.05]], dtype=torch.float64), torch.tensor([[0.15, -0.15]], dtype=torch.float64)
+    w1, w4 = (_soft_grad("weighted", s, t, tau).abs().sum().item() for tau in (1.0, 4.0))
+    h1, h4 = (_soft_grad("hinton", s, t, tau).abs().sum().item() for tau in (1.0, 4.0))
+    assert w1 / w4 == pytest.approx(16.0, rel=0.05)
+    assert h1 / h4 == pytest.approx(1.0, rel=0.05)
+    assert soft_weight(4.0, 0.7) == pytest.approx(0.7 / 0.3 / 16)
+    assert soft_weight(4.0, 0.7, "hinton") == pytest.approx(0.7 / 0.3)
+    assert soft_weight(2.0, 1.0) == math.inf
+
+
+# ------------------------------------------------------------------------------------------ unlabelled images
+@pytest.mark.parametrize("fn", [kd_weighted_loss, kd_hinton_loss])
+def test_unlabelled_images_get_the_soft_term_only(fn) -> None:
+    tau, alpha = 2.0, 0.6
+    s, t = torch.tensor(S + [[0.1, 0.4]]), torch.tensor(T + [[1.0, -1.0]])
+    y = torch.tensor([0, IGNORE_LABEL, 1])
+    kind = "weighted" if fn is kd_weighted_loss else "hinton"
+    ce_labelled = (-math.log(softmax(S[0])[0]) - math.log(softmax([0.1, 0.4])[1])) / 3   # sum / batch size
+    expected = (1 - alpha) * ce_labelled + alpha * kd_soft_term(s, t, tau, kind).item()
+    assert fn(s, t, y, tau, alpha).item() == pytest.approx(expected, rel=1e-6)
+    # fully labelled batch: the usual mean form
+    y_all = torch.tensor([0, 1, 1])
+    ce = nn.functional.cross_entropy(s, y_all).item()
+    assert fn(s, t, y_all, tau, alpha).item() == pytest.approx((1 - alpha) * ce + alpha * kd_soft_term(s, t, tau, kind).item(),
+                                                              rel=1e-6)
+    # no label at all: the soft term alone, finite, and the unlabelled logits still get a gradient
+    z = s.clone().requires_grad_(True)
+    none = fn(z, t, torch.full((3,), IGNORE_LABEL), tau, alpha)
+    assert none.item() == pytest.approx(alpha * kd_soft_term(s, t, tau, kind).item(), rel=1e-6)
+    none.backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_labels_must_match_the_batch() -> None:
+    with pytest.raises(ValueError, match="labels"):
+        kd_weighted_loss(torch.tensor(S), torch.tensor(T), torch.tensor([0, 1, 1]), 2.0, 0.5)

@@ -8,7 +8,7 @@ import pytest
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["00_data", "01_pta_mobilenet", "02_fourier_texture", "03_distillation", "04_results",
             "05_compare_branches"]
-COMMON = {"profile", "data_root", "run_dir", "seed"}
+COMMON = {"profile", "data_root", "run_dir", "seeds"}
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 

@@ -15,6 +15,22 @@ def test_profiles_exist_and_are_frozen():
     assert profiles.get_profile("paper").pta_lr == 1e-4 and profiles.get_profile("paper").pta_epochs == 20
 
 
+def test_paper_profile_uses_the_seeds_hyperparameters_and_three_seeds():
+    p = profiles.get_profile("paper")
+    assert (p.batch_size, p.input_size, p.teacher_lr, p.teacher_epochs) == (32, 128, 1e-6, 3)
+    assert p.seeds == (0, 1, 2) and profiles.get_profile("default").seeds == (0,)
+
+
+def test_resolve_seeds():
+    d = profiles.get_profile("default")
+    assert profiles.resolve_seeds(d, None) == (0,) and profiles.resolve_seeds(d, []) == (0,)
+    assert profiles.resolve_seeds(d, [2, 1]) == (2, 1) and profiles.resolve_seeds(d, 3) == (3,)
+    with pytest.raises(ValueError, match="repeat"):
+        profiles.resolve_seeds(d, [1, 1])
+    with pytest.raises(TypeError, match="seeds must be"):
+        profiles.resolve_seeds(d, ["a"])
+
+
 def test_unknown_profile_and_field_name_what_exists():
     with pytest.raises(KeyError, match="smoke"):
         profiles.get_profile("fast")

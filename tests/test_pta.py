@@ -141,36 +141,119 @@ def test_state_dict_roundtrip_keeps_all_branches(model: PTAMobileNetV2) -> None:
 def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Notebook 01's study end to end on a tiny tree (smoke profile); latency and MAdds are faked here
     (tests/test_complexity.py covers them) so the test stays a few seconds."""
+    import numpy as np
     import pandas as pd
 
     from paperkit import complexity, results
+    from paperkit.batchnorm import SharedStatsStore, bn_buffers
     from paperkit.studies import pta as study_mod
 
     configs = ["NoPTA", "HHH", "LHH", "HLH", "HHL", "LLL", "BBB"]
+    seen_bn: dict = {}
     monkeypatch.setattr(complexity, "table4", lambda input_size=128: [
         {"config": c, "params_m": META[c]["params_m"], "madds_m": META[c]["madds_m"]} for c in configs])
-    monkeypatch.setattr(complexity, "bench_latency", lambda *a, **k: pd.DataFrame(
-        [{"candidate": f"{c}/{b}", "config": c, "backend": b, "median_ms": 1.0, "rel_latency": 1.0,
-          "rel_latency_p10": 1.0}
-         for c in configs for b in ("torch", "ort")]))
+
+    def fake_bench(*a, **k):
+        seen_bn.update(k.get("bn_states") or {})
+        return pd.DataFrame([{"candidate": f"{c}/{b}", "config": c, "backend": b, "median_ms": 1.0, "rel_latency": 1.0,
+                              "rel_latency_p10": 1.0, "rel_latency_ci_low": 0.9, "rel_latency_ci_high": 1.1, "rounds": 2}
+                             for c in configs for b in ("torch", "ort")])
+    monkeypatch.setattr(complexity, "bench_latency", fake_bench)
     run_dir = tmp_path / "run"
-    s = study_mod.setup("smoke", str(tiny_celeba_clean), str(run_dir), 0)
+    s = study_mod.setup("smoke", str(tiny_celeba_clean), str(run_dir), None)
+    assert s.seeds == (0,)
     hist = study_mod.train(s, progress=False)
     assert list(hist["model"]) == ["MobileNetV2", "MobileNetV2+PTA"] and (hist["val_acer"] <= 100).all()
+    assert (run_dir / "checkpoints" / "01_pta_smoke_s0" / "best.pt").is_file()
+    assert (run_dir / "checkpoints" / "01_pta_smoke_s0" / SharedStatsStore.FILE).is_file()
+    pta_row = hist[hist["model"] == "MobileNetV2+PTA"].iloc[0]
+    assert 0 <= pta_row["val_acer_shared_bn"] <= 100 and np.isnan(hist["val_acer_shared_bn"].iloc[0])
+    run = s.runs[0]
+    # the shared (training) statistics differ from the recalibrated HHH ones the checkpoint holds
+    held = bn_buffers(run.models["pta"])
+    assert run.shared_bn is not None
+    assert any(not torch.equal(held[k], v) for k, v in run.shared_bn.items() if "running_mean" in k)
     t3 = study_mod.table3(s)
-    assert list(t3["config"]) == configs and s.models["pta"].config == "HHH"
-    assert {"accuracy", "apcer", "bpcer", "acer", "paper_acer", "dataset"} <= set(t3.columns)
+    fixed = t3[t3["operating_point"] == "fixed_0.5"]
+    assert list(fixed["config"]) == ["NoPTA"] + [c for c in configs[1:] for _ in (0, 1)]
+    assert list(fixed["bn"]) == ["n/a"] + ["shared", "recalibrated"] * 6
+    assert set(t3["operating_point"]) == {"fixed_0.5", "val_eer"} and (t3["seed"] == 0).all()
+    for col in ("accuracy", "apcer", "bpcer", "acer", "acer_ci_low", "acer_ci_high", "apcer_worst_type",
+                "apcer_worst_type_code", "acer_iso", "tpr_at_fpr_1e-2", "n_images", "n_subjects", "threshold",
+                "paper_acer", "dataset"):
+        assert col in t3.columns, col
+    assert (fixed["threshold"] == 0.5).all() and s.models["pta"].config == "HHH"
+    # HHH recalibrated in Table 3 = the statistics validation used (same crops): the checkpoint's buffers
+    for k, v in run.bn_states["HHH"].items():
+        torch.testing.assert_close(held[k], v, rtol=1e-4, atol=1e-5)
+    preds = results.read_predictions(run_dir, "table3_quality")
+    assert preds is not None and set(preds["split"]) == {"val", "test"}
+    assert set(preds["bn"]) == {"", "shared", "recalibrated"} and set(preds["fmt"]) == {"torch"}
+    assert len(preds) == 13 * (len(s.loaders["val"].dataset) + len(s.loaders["test"].dataset))
     t4 = study_mod.table4(s)
-    assert {"latency_ms_torch", "latency_ms_ort", "rel_latency", "paper_madds_m"} <= set(t4.columns)
+    assert {"latency_ms_torch", "latency_ms_ort", "rel_latency", "rel_latency_ci_low", "paper_madds_m",
+            "seed", "bn"} <= set(t4.columns)
+    assert set(seen_bn) == set(configs[1:])  # every exported configuration gets its own statistics
     t5 = study_mod.table5(s)
     assert list(t5["model"]) == ["MobileNetV2", "MobileNetV2+PTA"] and t5.loc[0, "rel_epoch_time"] == 1.0
+    for col in ("rel_epoch_time", "rel_step_time", "rel_step_time_ci_low", "rel_step_time_ci_high",
+                "timing_rounds", "seed", "best_acer_ci_low"):
+        assert col in t5.columns, col
+    assert t5.loc[1, "rel_step_time"] > 0 and t5.loc[1, "timing_rounds"] >= 2
     study_mod.figure2(s)
     for name in ("table3_quality", "table4_complexity", "table5_training"):
         df = results.read_table(run_dir, name)
         assert df is not None and (df["dataset"] == "CelebA-Spoof").all()
     assert (run_dir / "figures" / "figure2_val_acer.png").is_file()
-    assert "PTA/NoPTA epoch time" in study_mod.summary(s)
-    # a rerun resumes from the finished checkpoints instead of training again
-    s2 = study_mod.setup("smoke", str(tiny_celeba_clean), str(run_dir), 0)
+    summ = study_mod.summary(s)
+    assert "PTA/NoPTA epoch time" in summ and "PTA/NoPTA train-step time [95% CI]" in summ
+    assert "test ACER % HHH: shared -> recalibrated BN" in summ
+    # a rerun resumes from the finished checkpoints instead of training again, shared curve included
+    s2 = study_mod.setup("smoke", str(tiny_celeba_clean), str(run_dir), [0])
     hist2 = study_mod.train(s2, progress=False)
     pd.testing.assert_frame_equal(hist2, hist)
+    assert s2.runs[0].hooks.recalibration_s == []  # the stored recalibration was reused
+    for k, v in s2.runs[0].shared_bn.items():
+        assert torch.equal(v, run.shared_bn[k])
+
+
+def test_recalibrating_validation_does_not_change_training(tiny_celeba_clean, tmp_path) -> None:
+    """The eval hook recalibrates HHH for validation, then hands the training running statistics back:
+    two epochs with it end at the very weights and shared statistics of two epochs without it."""
+    from paperkit import data
+    from paperkit.batchnorm import SharedStatsStore, training_calibration, weights_fingerprint
+    from paperkit.profiles import get_profile
+    from paperkit.studies.pta import PTAFitHooks
+    from paperkit.train import fit, load_checkpoint
+
+    prof = get_profile("smoke", input_size=32, batch_size=4, num_workers=0)
+    loaders = data.make_loaders(tiny_celeba_clean, prof, 0)
+    calib = training_calibration(loaders, prof)
+    finals = {}
+    for name in ("plain", "hooked"):
+        torch.manual_seed(0)
+        m = pta_mobilenet_v2(num_classes=2, width_mult=0.35)
+        if name == "plain":
+            kw = dict(before_step=lambda mm, g: mm.sample_config(g), eval_config=lambda mm: mm.configure("HHH"))
+        else:
+            hooks = PTAFitHooks(calib, SharedStatsStore(tmp_path / "run" / "checkpoints" / name),
+                                loaders["val"], channels_last=False)
+            kw = dict(before_step=hooks.before_step, eval_config=hooks.eval_config)
+        for epochs in (1, 2):  # two fit calls, as the interleaved schedule does (resume in between)
+            fit(m, loaders, run_dir=tmp_path / "run", name=name, epochs=epochs, lr=1e-3, seed=0,
+                channels_last=False, progress=False, **kw)
+        finals[name] = load_checkpoint(tmp_path / "run" / "checkpoints" / name / "last.pt")["model"]
+    plain, hooked = finals["plain"], finals["hooked"]
+    store = SharedStatsStore(tmp_path / "run" / "checkpoints" / "hooked")
+    m = pta_mobilenet_v2(num_classes=2, width_mult=0.35)
+    m.load_state_dict(hooked)
+    shared = store.get(weights_fingerprint(m), "shared")
+    assert shared is not None
+    for k, v in plain.items():
+        if k in shared:  # a BatchNorm statistic: the store holds the training one
+            torch.testing.assert_close(shared[k], v, msg=k)
+        else:
+            torch.testing.assert_close(hooked[k], v, msg=k)
+    assert any(not torch.equal(hooked[k], shared[k]) for k in shared if "running_var" in k)
+    assert sorted(int(e["shared_val"]["epoch"]) for e in store.entries.values() if "shared_val" in e) == [1, 2]
+

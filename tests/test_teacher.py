@@ -143,3 +143,20 @@ def test_pta_student_under_one_million() -> None:
 def test_texture_student_under_one_million() -> None:
     from paperkit.models.texture import texture_net
     assert count_params(texture_net()) < 1_000_000
+
+
+def test_seeds_draw_the_head_not_the_frozen_backbone() -> None:
+    """The distillation study shares one feature cache across training seeds: that is only valid because
+    the frozen backbone is the same for every seed while the seed draws the trainable head."""
+    def build(seed: int) -> Teacher:
+        torch.manual_seed(seed)
+        return teacher_net(input_size=SIZE)
+
+    a, b, c = build(0), build(0), build(1)
+    for (k, va), vc in zip(a.backbone.state_dict().items(), c.backbone.state_dict().values()):
+        assert torch.equal(va, vc), k
+    assert all(torch.equal(x, y) for x, y in zip(a.head.state_dict().values(), b.head.state_dict().values()))
+    assert not torch.equal(a.head.live_spoof.weight, c.head.live_spoof.weight)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(a.eval().features(x), c.eval().features(x))

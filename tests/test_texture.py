@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 import pytest
 import torch
 
@@ -125,3 +127,163 @@ def test_fourier_loss_trains_the_head() -> None:
     with pytest.raises(ValueError):
         fourier.fourier_loss_fn(-1.0)
 
+
+
+# ---------------------------------------------------------------------------------------------- study tables
+
+def _fake_scored(n_subj: int, per: int, rng: "np.random.Generator", shift: float = 0.0):
+    import numpy as np
+
+    from paperkit import stats
+
+    subj = np.repeat([f"s{i:02d}" for i in range(n_subj)], per)
+    y = np.tile([0, 1], n_subj * per // 2)
+    types = np.where(y == 1, rng.choice([1, 7, 9], size=y.size), 0)
+    s = np.clip(0.5 + (y - 0.5) * 0.5 + rng.normal(0, 0.25, y.size) + shift, 0, 1)
+    return stats.Scored(s, y, subj, types, np.array([f"v{i}" for i in range(y.size)]))
+
+
+@pytest.fixture(scope="module")
+def fake_study(tmp_path_factory: pytest.TempPathFactory):
+    """A Study as `deploy` leaves it (scores on val/test, files, latency rounds) without training anything."""
+    import numpy as np
+    import pandas as pd
+
+    from paperkit.profiles import get_profile
+    from paperkit.studies import texture as tx
+
+    run = tmp_path_factory.mktemp("run")
+    prof = get_profile("smoke")
+    st = tx.Study(profile=prof, root=run, run_dir=run, seeds=(0,), dataset="synthetic (test)", loaders={})
+    rng = np.random.default_rng(1)
+    rounds = [{"candidate": tx.BASELINE, "round": r, "median_ms": 10 + rng.normal(0, 0.3), "iters": 5,
+               "threads": 1} for r in range(6)]
+    for key in tx.MODELS:
+        st.models[(key, 0)] = texture_net()
+        for j, fmt in enumerate(tx.FORMATS):
+            p = tx.onnx_path(st, key, fmt, 0)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"x" * (1000 + j))
+            st.onnx[(key, fmt, 0)] = p
+            st.info[f"{key}/s0/parity"] = 1e-6
+            r2 = np.random.default_rng(7)   # same images (and labels) for every model: pairing is possible
+            st.scored[(key, fmt, 0, "val")] = _fake_scored(8, 10, r2, 0.05 * j)
+            st.scored[(key, fmt, 0, "test")] = _fake_scored(30, 10, r2, 0.05 * j)
+            rounds += [{"candidate": tx.candidate(key, fmt, 0), "round": r, "median_ms": 3 + j + rng.normal(0, 0.2),
+                        "iters": 5, "threads": 1} for r in range(6)]
+    st.tables["latency_rounds"] = pd.DataFrame(rounds)
+    lat = tx.latency_table(st.tables["latency_rounds"], n_boot=500)
+    lat["model"], lat["format"], lat["seed"] = "", "", 0
+    st.tables["latency"] = lat
+    tx.deploy_table(st)
+    return st
+
+
+def test_deploy_table_has_both_operating_points_and_bracketing_cis(fake_study) -> None:
+    import numpy as np
+
+    d = fake_study.tables["deploy"]
+    assert set(d["operating_point"]) == {"fixed_0.5", "val_eer"}
+    assert len(d) == 2 * 2 * 2                                    # models x formats x operating points
+    assert (d.loc[d["operating_point"] == "fixed_0.5", "threshold"] == 0.5).all()
+    eer_thr = d.loc[d["operating_point"] == "val_eer", "threshold"]
+    assert eer_thr.between(0, 1).all() and not np.allclose(eer_thr, 0.5)
+    for m in ("accuracy", "apcer", "bpcer", "acer", "apcer_worst_type", "acer_iso", "latency_ms", "rel_latency"):
+        lo, hi = d[f"{m}_ci_low"], d[f"{m}_ci_high"]
+        assert lo.notna().all() and (lo < hi).all(), m           # real intervals, not degenerate
+        assert ((lo <= d[m]) & (d[m] <= hi)).all(), m            # they bracket the point estimate
+    assert (d["apcer_worst_type"] >= d["apcer"]).all()            # worst type is never below the pooled rate
+    assert set(d["apcer_worst_type_code"]) <= {1, 7, 9}
+    for c in ("acer_iso", "tpr_at_fpr_1e-2", "n_images", "n_subjects", "seed", "dataset", "size_kb"):
+        assert c in d, c
+    assert (d["n_subjects"] == 30).all() and (d["n_images"] == 300).all()
+    # the claims take the first row per model/format: it must be the fixed-threshold one
+    first = d.groupby(["model", "format"], sort=False).head(1)
+    assert (first["operating_point"] == "fixed_0.5").all()
+
+
+def test_predictions_cover_every_model_format_split(fake_study) -> None:
+    from paperkit import results
+
+    p = results.read_predictions(fake_study.run_dir, "texture")
+    assert p is not None
+    assert set(zip(p["model"], p["fmt"], p["split"])) == {(m, f, s) for m in ("texture", "texture_no_fourier")
+                                                         for f in ("fp32", "int8") for s in ("val", "test")}
+    assert (p["config"] == "").all() and (p["bn"] == "").all() and (p["seed"] == 0).all()
+    assert len(p) == 4 * (80 + 300)
+
+
+def test_latency_table_intervals_and_ratio(fake_study) -> None:
+    from paperkit.studies import texture as tx
+
+    lat = fake_study.tables["latency"].set_index("candidate")
+    assert lat.loc[tx.BASELINE, "rel_latency"] == pytest.approx(1.0)
+    r = lat.loc[tx.candidate("texture", "int8", 0)]
+    # ~4 ms vs ~10 ms: the paired ratio interval sits around 0.4 and excludes 1
+    assert 0.3 < r["rel_latency_ci_low"] <= r["rel_latency"] <= r["rel_latency_ci_high"] < 0.6
+    assert r["latency_ms_ci_low"] <= r["latency_ms"] <= r["latency_ms_ci_high"]
+    assert r["latency_rounds"] == 6
+
+
+def test_agreement_and_summary_carry_paired_intervals(fake_study) -> None:
+    from paperkit.studies import texture as tx
+
+    ag = fake_study.tables["agreement"]
+    assert set(ag["model"]) == set(tx.MODELS)
+    assert ((ag["acer_delta_ci_low"] <= ag["acer_delta"]) & (ag["acer_delta"] <= ag["acer_delta_ci_high"])).all()
+    s = tx.summary(fake_study).set_index("quantity")
+    row = s.loc["ablation: ACER with - without, INT8 (points, paired)"]
+    assert row["ci_low"] <= row["ours"] <= row["ci_high"]
+    assert s.loc["INT8 latency (ms, batch 1, 1 thread)", "target"] == "< 20"
+
+
+def test_across_seeds_rows_when_more_than_one_seed(fake_study) -> None:
+    import pandas as pd
+
+    from paperkit.studies import texture as tx
+
+    d = fake_study.tables["deploy"]
+    two = pd.concat([d, d.assign(seed=1, acer=d["acer"] + 1.0)], ignore_index=True)
+    out = tx._across_seeds(two, ["model", "format", "operating_point"], ["acer"])
+    mean = out[(out["seed"] == "mean") & (out["model"] == "texture") & (out["format"] == "int8")
+               & (out["operating_point"] == "fixed_0.5")]
+    base = d[(d["model"] == "texture") & (d["format"] == "int8") & (d["operating_point"] == "fixed_0.5")]
+    assert float(mean["acer"].iloc[0]) == pytest.approx(float(base["acer"].iloc[0]) + 0.5)
+    assert (out["seed"] == "std").sum() == 8
+
+
+def test_checkpoint_and_file_names_include_the_seed(fake_study) -> None:
+    from paperkit.studies import texture as tx
+
+    assert tx.checkpoint_name("texture", "smoke", 2) == "02_texture_smoke_s2"
+    assert tx.onnx_path(fake_study, "texture", "int8", 0).relative_to(fake_study.run_dir).as_posix() \
+        == "models/texture_int8.onnx"                              # the first seed's Fourier model ships
+    assert "s1" in tx.onnx_path(fake_study, "texture", "int8", 1).name
+    assert "checkpoints" in tx.onnx_path(fake_study, "texture_no_fourier", "int8", 0).parts
+
+
+def test_across_seeds_in_deploy_table_skips_interval_bounds(fake_study, monkeypatch) -> None:
+    """With two seeds the deploy table gains mean/std rows of the point metrics, not of CI bounds."""
+    from paperkit.studies import texture as tx
+
+    st = fake_study
+    monkeypatch.setattr(st, "seeds", (0, 1))
+    for k in [k for k in st.scored if k[2] == 0]:
+        monkeypatch.setitem(st.scored, (k[0], k[1], 1, k[3]), st.scored[k])
+    for k in [k for k in st.onnx if k[2] == 0]:
+        monkeypatch.setitem(st.onnx, (k[0], k[1], 1), st.onnx[k])
+    for m in tx.MODELS:
+        monkeypatch.setitem(st.models, (m, 1), st.models[(m, 0)])
+        monkeypatch.setitem(st.info, f"{m}/s1/parity", 1e-6)
+    lat = st.tables["latency"]
+    extra = lat[lat["candidate"] != tx.BASELINE].assign(candidate=lambda d: d["candidate"].str.replace("/s0", "/s1"))
+    monkeypatch.setitem(st.tables, "latency", pd.concat([lat, extra], ignore_index=True))
+    monkeypatch.setattr(tx.results, "write_table", lambda *a, **k: st.run_dir / "x.csv")
+    monkeypatch.setattr(tx.results, "write_predictions", lambda *a, **k: st.run_dir / "x.csv.gz")
+    for name in ("deploy", "agreement"):                # restored after the test (module-scoped study)
+        monkeypatch.setitem(st.tables, name, st.tables[name])
+    d = tx.deploy_table(st)
+    agg = d[d["seed"].isin(["mean", "std"])]
+    assert len(agg) == 2 * 8
+    assert agg["acer"].notna().all() and agg["acer_ci_low"].isna().all()
+    assert (agg.loc[agg["seed"] == "std", "acer"] == 0).all()        # identical seeds -> zero spread

@@ -16,11 +16,11 @@ HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent}", "OMP_NUM_THREADS": "1"}
 
 
-def _fit(run_dir, epochs=3, model=None):
+def _fit(run_dir, epochs=3, model=None, **kw):
     torch.set_num_threads(1)
     train.seed_everything(0)
     return train.fit(model or TinyNet(), loaders(), run_dir=run_dir, name="tiny", epochs=epochs, lr=1e-2,
-                     seed=0, progress=False, channels_last=False)
+                     seed=0, progress=False, channels_last=False, **kw)
 
 
 def test_fit_learns_and_keeps_best(tmp_path):
@@ -146,3 +146,63 @@ def test_checkpoint_from_other_data_is_set_aside_not_resumed(tmp_path, capsys):
     assert hist.resumed_from == 0 and len(hist.rows) == 2
     assert "training from scratch" in capsys.readouterr().out
     assert (tmp_path / "checkpoints/tiny.stale/last.pt").is_file()
+
+
+def test_short_run_resumed_to_full_budget_equals_full_run(tmp_path):
+    """What the distillation study's tau/alpha selection relies on: a 1-epoch run continued to 3 epochs under
+    the same checkpoint name ends with the weights and history of a 3-epoch run from scratch."""
+    _fit(tmp_path / "short", epochs=1)
+    h = _fit(tmp_path / "short", epochs=3)
+    assert h.resumed_from == 1
+    ref = _fit(tmp_path / "full", epochs=3)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert drop(h.rows) == drop(ref.rows)
+    a = train.load_checkpoint(tmp_path / "short/checkpoints/tiny/last.pt")
+    b = train.load_checkpoint(tmp_path / "full/checkpoints/tiny/last.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["best_epoch"] == b["best_epoch"]
+
+
+def test_cosine_schedule_resumes_exactly_and_decays(tmp_path):
+    """The cosine rate depends on the step index alone: 1 epoch + resume to 3 equals 3 straight epochs
+    when both lay the schedule over 3 epochs, and the rate ends near 0 (a constant run differs)."""
+    kw = dict(lr_schedule="cosine", schedule_epochs=3)
+    _fit(tmp_path / "short", epochs=1, **kw)
+    h = _fit(tmp_path / "short", epochs=3, **kw)
+    ref = _fit(tmp_path / "full", epochs=3, **kw)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert h.resumed_from == 1 and drop(h.rows) == drop(ref.rows)
+    ck = train.load_checkpoint(tmp_path / "full/checkpoints/tiny/last.pt")
+    assert ck["optimizer"]["param_groups"][0]["lr"] < 1e-2 * 1e-2
+    const = _fit(tmp_path / "const", epochs=3)
+    assert drop(const.rows) != drop(ref.rows)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _fit(tmp_path / "bad", epochs=1, lr_schedule="step")
+
+
+class _HalfUnlabelled(TinyDataset):
+    """TinyDataset whose odd indices carry the 'withheld' label -1 (the distillation study's pool)."""
+
+    def __getitem__(self, i: int):
+        x, y, cues = super().__getitem__(i)
+        return x, (-1 if i % 2 else y), cues
+
+
+def test_fit_trains_on_partly_unlabelled_batches_with_a_kd_loss(tmp_path):
+    from paperkit.losses import kd_loss_fn
+    torch.set_num_threads(1)
+    teacher = TinyNet()
+    _fit(tmp_path / "teacher", epochs=3, model=teacher)
+    lds = loaders()
+    lds["train"] = torch.utils.data.DataLoader(_HalfUnlabelled(64, 0), batch_size=8, shuffle=True,
+                                               generator=torch.Generator().manual_seed(0))
+    train.seed_everything(0)
+    hist = train.fit(TinyNet(), lds, run_dir=tmp_path, name="semi", epochs=2, lr=1e-2, seed=0, progress=False,
+                     channels_last=False, loss_fn=kd_loss_fn(teacher, "weighted", tau=2.0, alpha=0.5))
+    assert len(hist.rows) == 2 and all(r["train_loss"] > 0 for r in hist.rows)
+    assert all(0 <= r["val_acer"] <= 1 for r in hist.rows)          # validation keeps its real labels
+    # the default loss has no notion of a withheld label: it must not silently train on -1
+    with pytest.raises((IndexError, RuntimeError)):
+        train.fit(TinyNet(), lds, run_dir=tmp_path, name="plain", epochs=1, lr=1e-2, seed=0, progress=False,
+                  channels_last=False)

@@ -19,23 +19,23 @@ PROFILE = get_profile("smoke", input_size=32, batch_size=8, num_workers=0, laten
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A run folder holding what notebook 01 leaves: 01_pta_smoke and 01_nopta_smoke checkpoints."""
+    """A run folder holding what notebook 01 leaves: 01_pta_smoke_s0 and 01_nopta_smoke_s0 checkpoints."""
     base = tmp_path_factory.mktemp("widgets")
     root = build_tiny_celeba(base / "celeba", clean_tree(train_subjects=5, test_subjects=2, per_subject=4))
     run_dir = base / "run"
     loaders = data.make_loaders(root, PROFILE, 0)
     torch.manual_seed(0)
-    fit(pta_mobilenet_v2(num_classes=2), loaders, run_dir=run_dir, name="01_pta_smoke", epochs=1, lr=1e-3,
+    fit(pta_mobilenet_v2(num_classes=2), loaders, run_dir=run_dir, name="01_pta_smoke_s0", epochs=1, lr=1e-3,
         seed=0, before_step=lambda m, g: m.sample_config(g), eval_config=lambda m: m.configure("HHH"),
         progress=False)
-    fit(mobilenet_v2_baseline(num_classes=2), loaders, run_dir=run_dir, name="01_nopta_smoke", epochs=1,
+    fit(mobilenet_v2_baseline(num_classes=2), loaders, run_dir=run_dir, name="01_nopta_smoke_s0", epochs=1,
         lr=1e-3, seed=0, progress=False)
     return {"root": root, "run_dir": run_dir, "loaders": loaders}
 
 
 @pytest.fixture(scope="module")
 def state(run):
-    return widgets.prepare(PROFILE, str(run["root"]), run["run_dir"], 0, n_samples=4, progress=False)
+    return widgets.prepare(PROFILE, str(run["root"]), run["run_dir"], [0], n_samples=4, progress=False)
 
 
 def _fresh_state(state):
@@ -48,8 +48,10 @@ def _fresh_state(state):
 def test_missing_checkpoint_says_to_run_notebook_01(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"notebook 01.*--only 01"):
         widgets.load_pta(tmp_path, "smoke")
-    with pytest.raises(FileNotFoundError, match="01_pta_default"):
+    with pytest.raises(FileNotFoundError, match="01_pta_default_s0"):
         widgets.prepare("default", "", tmp_path)
+    with pytest.raises(FileNotFoundError, match="01_pta_smoke_s3.*seed 3"):
+        widgets.prepare("smoke", "", tmp_path, [3, 4])
     assert widgets.load_nopta(tmp_path, "smoke") is None
 
 
@@ -87,6 +89,51 @@ def test_staged_scores_restore_the_configuration(run):
     assert model.config == "LBH"
 
 
+def test_staged_bn_equals_recalibrating_each_configuration(run):
+    """The tree-staged calibration + scoring gives, per configuration, what recalibrate_bn on that
+    configuration followed by a plain forward gives (same crops): the shared prefix does not leak stats."""
+    from paperkit.batchnorm import bn_buffers, recalibrate_bn
+
+    model = widgets.load_pta(run["run_dir"], "smoke")
+    calib = widgets.calibration_set(run["loaders"], PROFILE)
+    before = bn_buffers(model)
+    bn = widgets.staged_bn_states(model, calib, ["HHH", "LLL", "BLH", "LBL"])
+    assert len(bn.nodes) == 3 + 4 + 4 and bn.covers("BLH") and not bn.covers("BBB")
+    for k, v in bn_buffers(model).items():
+        assert torch.equal(v, before[k]), k  # the model is left as it was
+    loader = run["loaders"]["test"]
+    got, _ = widgets.staged_scores(model, loader, ["HHH", "LLL", "BLH", "LBL"], bn=bn)
+    plain = widgets.staged_scores(model, loader, ["LLL"])[0]["LLL"]
+    for cfg in ("HHH", "LLL", "BLH", "LBL"):
+        ref = widgets.load_pta(run["run_dir"], "smoke").configure(cfg)
+        recalibrate_bn(ref, calib)
+        for k, v in bn.full(cfg).items():
+            torch.testing.assert_close(ref.state_dict()[k], v, msg=k)
+        s, _ = predict_scores(ref, loader, channels_last=False)
+        np.testing.assert_allclose(got[cfg], s, atol=1e-5)
+    assert not np.allclose(plain, got["LLL"], atol=1e-4), "recalibration must change LLL's scores here"
+    # extending covers new configurations without recomputing the known nodes' statistics
+    n_before = dict(bn.nodes)
+    widgets.staged_bn_states(model, calib, ["BBB"], existing=bn)
+    assert bn.covers("BBB") and all(torch.equal(bn.nodes["H"][k], v) for k, v in n_before["H"].items())
+    with pytest.raises(KeyError, match="no BatchNorm statistics"):
+        widgets.staged_scores(model, loader, ["HBL"], bn=bn)
+
+
+def test_score_cache_recalibrates_once_per_configuration(run):
+    model = widgets.load_pta(run["run_dir"], "smoke")
+    calib = widgets.calibration_set(run["loaders"], PROFILE)
+    cache = widgets.ScoreCache({k: run["loaders"][k] for k in ("val", "test")}, calib=calib)
+    assert cache.bn_mode == "recalibrated"
+    cache.fill(model, ["HHH", "LLL"])
+    assert cache.calibrations == 1 and cache.passes == 2
+    cache.scores(model, "test", "HHH")
+    cache.fill(model, ["HHH", "LLL"])
+    assert cache.calibrations == 1
+    cache.scores(model, "val", "BBB")
+    assert cache.calibrations == 2 and cache.bn.covers("BBB")
+
+
 def test_each_configuration_is_evaluated_once(run):
     model = widgets.load_pta(run["run_dir"], "smoke")
     cache = widgets.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
@@ -108,6 +155,8 @@ def test_report_fields(state):
               "dataset", "samples", "n_test", "latency_backend", "trained_config"):
         assert k in r, k
     assert r["config"] == "LHH" and r["blocks"] == "Light / Heavy / Heavy"
+    assert r["bn"] == "recalibrated" and state.reports["NoPTA"]["bn"] == "n/a" and state.bn == "recalibrated"
+    assert state.timings["bn_calibration_s"] > 0 and state.seed == 0
     assert r["latency_ms"] > 0
     for k in ("accuracy", "apcer", "bpcer", "acer"):
         assert 0.0 <= r[k] <= 100.0 or math.isnan(r[k])

@@ -20,8 +20,12 @@ class StudyData:
         return {k: len(v.dataset) for k, v in self.loaders.items()}
 
 
-def open_data(profile: str | Profile, data_root: str | None, seed: int) -> StudyData:
-    """Resolve the profile and dataset (the embedded one when `data_root` is empty) and build the loaders."""
+def open_data(profile: str | Profile, data_root: str | None, seed: int | None = None) -> StudyData:
+    """Resolve the profile and dataset (the embedded one when `data_root` is empty) and build the loaders.
+
+    `seed` builds the dataset and the subject split; None means `profile.data_seed`, which stays fixed
+    across training seeds so that seed-to-seed spread measures training, not a reshuffled split."""
     prof = get_profile(profile)
+    seed = prof.data_seed if seed is None else int(seed)
     root = Path(data.resolve_root(data_root or None, prof, seed))
     return StudyData(prof, root, data.make_loaders(root, prof, seed), results.dataset_label(root))

@@ -1,11 +1,13 @@
 """Notebook 02 (seed 002): Fourier-loss texture model, its ablation, and INT8 ONNX deployment.
 
-Cells: `setup` -> `train` (with and without the Fourier loss, same seed/data/initial weights) ->
-`spectra_figure` (predicted vs target spectra, live and spoof faces) -> `deploy` (export, parity,
-INT8 static QDQ quantization calibrated on real training crops, ONNX Runtime test scores, latency next
-to the FP32 No-PTA MobileNetV2 ONNX in the same interleaved run) -> `deploy_table` -> `roc_figure` ->
-`summary`. Seed 002 reports 98% accuracy on CelebA-Spoof, a 600 KB INT8 model and < 20 ms on an old
-i7; our numbers name the dataset they were measured on.
+Cells: `setup` -> `method` (what is trained, with which loss, budget and calibration) -> `train` (with
+and without the Fourier loss, per training seed; same seed -> same data and initial weights for both
+arms) -> `spectra_figure` -> `deploy` (export, parity, INT8 static QDQ quantization calibrated on real
+training crops, ONNX Runtime scores on val and test, latency in interleaved rounds beside the FP32
+No-PTA MobileNetV2 ONNX) -> `deploy_table` (quality at two operating points with subject-bootstrap
+intervals, per-image predictions) -> `roc_figure` -> `summary`. Seed 002 reports 98% accuracy on
+CelebA-Spoof, a 600 KB INT8 model and < 20 ms on an old i7; our numbers name the dataset they were
+measured on.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,10 +29,15 @@ from paperkit.profiles import Profile
 
 NOTEBOOK = "02_fourier_texture"
 MODELS = ("texture", "texture_no_fourier")     # with / without the Fourier auxiliary loss
-BASELINE = "mobilenet_v2_nopta"
+FORMATS = ("fp32", "int8")                     # both arms are deployed in both formats (ablation in INT8 too)
+SPLITS = ("val", "test")                       # val: the val-EER threshold; test: the reported metrics
+BASELINE = "mobilenet_v2_nopta/fp32"           # latency reference candidate
 FP32_NAME, INT8_NAME = "texture_fp32.onnx", "texture_int8.onnx"
-THRESHOLD = 0.5
+PREDICTIONS = "texture"                        # run_dir/predictions/texture.csv.gz
+BOOT_SEED = 0                                  # one bootstrap stream for every row: intervals are comparable
 SEED_002 = {"accuracy": 98.0, "size_kb": 600.0, "latency_ms": 20.0}   # as reported (CelebA-Spoof, i7 2nd gen)
+
+Key = tuple[str, str, int]                     # (model, format, seed)
 
 
 @dataclass
@@ -40,69 +47,125 @@ class Study:
     profile: Profile
     root: Path
     run_dir: Path
-    seed: int
+    seeds: tuple[int, ...]
     dataset: str
     loaders: dict[str, Any]
     started: float = field(default_factory=time.time)
-    models: dict[str, TextureNet] = field(default_factory=dict)
-    histories: dict[str, Any] = field(default_factory=dict)
-    onnx: dict[str, Path] = field(default_factory=dict)          # "<model>/<format>" -> file
-    scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    models: dict[tuple[str, int], TextureNet] = field(default_factory=dict)   # (model, seed)
+    histories: dict[tuple[str, int], Any] = field(default_factory=dict)
+    onnx: dict[Key, Path] = field(default_factory=dict)
+    scored: dict[tuple[str, str, int, str], Any] = field(default_factory=dict)  # (model, fmt, seed, split) -> Scored
     info: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     outputs: list[Path] = field(default_factory=list)
 
+    @property
+    def seed(self) -> int:
+        """The first training seed: its Fourier model is the one shipped in run_dir/models/."""
+        return self.seeds[0]
+
 
 def setup(profile: str | Profile = "default", data_root: str = "", run_dir: str = "../results",
-          seed: int = 0) -> Study:
-    """Resolve the profile and dataset (embedded synthetic one when `data_root` is empty), build loaders."""
+          seeds: Sequence[int] | int | None = None) -> Study:
+    """Resolve the profile, the training seeds (None -> the profile's) and the dataset (embedded synthetic
+    one when `data_root` is empty, built with `profile.data_seed` so every training seed sees one split)."""
+    from paperkit.profiles import resolve_seeds
     from paperkit.studies.common import open_data
 
-    d = open_data(profile, data_root, seed)
-    study = Study(profile=d.profile, root=d.root, run_dir=Path(run_dir), seed=seed, dataset=d.dataset,
+    d = open_data(profile, data_root)
+    seeds_t = resolve_seeds(d.profile, seeds)
+    study = Study(profile=d.profile, root=d.root, run_dir=Path(run_dir), seeds=seeds_t, dataset=d.dataset,
                   loaders=d.loaders)
     print(f"profile {d.profile.name}; dataset: {d.dataset}; images {d.sizes()}; input {d.profile.input_size}px; "
-          f"Fourier weight {d.profile.fourier_weight}")
+          f"training seeds {list(seeds_t)} (data seed {d.profile.data_seed})")
     return study
+
+
+def method(study: Study) -> pd.DataFrame:
+    """The recipe as run: builder, loss and weight, budget, calibration, latency and interval protocol.
+
+    A table rather than prose so the notebook shows the values this run actually used (profile fields)."""
+    p = study.profile
+    rows = [
+        ("model builder", "paperkit.models.texture.texture_net(num_classes=2)",
+         f"{texture_net().deploy_parameters() / 1e6:.3f} M parameters at inference (Fourier head is training-only)"),
+        ("Fourier loss", f"paperkit.fourier.fourier_loss_fn(weight={p.fourier_weight})",
+         "CE + weight * MSE(predicted, target log|FFT| of the same augmented batch)"),
+        ("ablation loss", "cross-entropy only (paperkit.train.cross_entropy_loss)",
+         "same seed -> same initial weights, batches and augmentations"),
+        ("budget", f"{p.texture_epochs} epochs, Adam lr {p.texture_lr}, batch {p.batch_size}, "
+                   f"input {p.input_size}px", "best epoch by validation ACER"),
+        ("training seeds", str(list(study.seeds)), f"data seed {p.data_seed} (one split for every training seed)"),
+        ("INT8 calibration", f"{p.calib_images} un-augmented train crops (seeded subset)",
+         "onnxruntime static QDQ, per-channel symmetric int8 weights, uint8 activations, MinMax"),
+        ("operating points", "fixed_0.5; val_eer (threshold at the EER of that model/format's own val scores)",
+         "no test label chooses a threshold"),
+        ("intervals", f"95% subject bootstrap, {p.bootstrap_samples} resamples",
+         "resamples test subjects (their images are not independent)"),
+        ("latency", f"batch 1, 1 thread, ONNX Runtime; {p.latency_rounds} interleaved rounds x "
+                    f"{p.latency_iters} runs", "CI: bootstrap over rounds (median; ratio to the FP32 No-PTA MobileNetV2)"),
+    ]
+    df = pd.DataFrame(rows, columns=["item", "value", "note"])
+    study.tables["method"] = df
+    return df
 
 
 # ---------------------------------------------------------------------------------------------- train
 
-def train(study: Study, progress: bool = True) -> pd.DataFrame:
-    """Train the texture model with CE + w*MSE(spectrum) and, as the ablation, with CE only.
+def checkpoint_name(key: str, profile: str, seed: int) -> str:
+    """run_dir/checkpoints/<name>: one per arm, profile and training seed."""
+    return f"02_{key}_{profile}_s{seed}"
 
-    Both start from identical weights (same seed) and see the same batches and augmentations (the
-    loop reseeds; the sampler is keyed by seed and epoch). Checkpoints: run_dir/checkpoints/02_<model>_<profile>.
+
+def train(study: Study, progress: bool = True) -> pd.DataFrame:
+    """Train the texture model with CE + w*MSE(spectrum) and, as the ablation, with CE only, per seed.
+
+    Within a seed both arms start from identical weights and see the same batches and augmentations
+    (the loop reseeds; the sampler is keyed by seed and epoch), so the paired comparison isolates the loss.
     """
     from paperkit.train import fit
 
-    prof, seed = study.profile, study.seed
+    prof = study.profile
     loss_fns = {"texture": fourier.fourier_loss_fn(prof.fourier_weight), "texture_no_fourier": None}
     frames = []
-    for key in MODELS:
-        torch.manual_seed(seed)  # identical initial weights for both arms
-        model = texture_net(num_classes=2)
-        hist = fit(model, study.loaders, run_dir=study.run_dir, name=f"02_{key}_{prof.name}",
-                   epochs=prof.texture_epochs, lr=prof.texture_lr, seed=seed, loss_fn=loss_fns[key],
-                   channels_last=prof.channels_last, progress=progress)
-        study.models[key] = model.eval()
-        study.histories[key] = hist
-        df = hist.to_frame()
-        df.insert(0, "model", key)
-        frames.append(df)
+    for seed in study.seeds:
+        for key in MODELS:
+            torch.manual_seed(seed)  # identical initial weights for both arms
+            model = texture_net(num_classes=2)
+            hist = fit(model, study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, prof.name, seed),
+                       epochs=prof.texture_epochs, lr=prof.texture_lr, seed=seed, loss_fn=loss_fns[key],
+                       channels_last=prof.channels_last, lr_schedule=prof.lr_schedule,
+                       schedule_epochs=prof.texture_epochs, progress=progress)
+            study.models[(key, seed)] = model.eval()
+            study.histories[(key, seed)] = hist
+            df = hist.to_frame()
+            df.insert(0, "model", key)
+            df.insert(1, "seed", seed)
+            frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     for c in ("val_acer", "val_accuracy"):
         if c in out:
             out[c] = out[c] * 100.0
     out["dataset"] = study.dataset
+    out = _across_seeds(out, ["model", "epoch"], [c for c in ("train_loss", "val_acer", "val_accuracy", "val_auc")
+                                                  if c in out])
     study.tables["history"] = out
     study.outputs.append(results.write_table(study.run_dir, "texture_history", out))
     return out
 
 
 def _require(study: Study) -> None:
-    if set(MODELS) - set(study.models):
-        raise RuntimeError("no trained texture models in this study; run paperkit.studies.texture.train(study) first")
+    missing = [(k, s) for s in study.seeds for k in MODELS if (k, s) not in study.models]
+    if missing:
+        raise RuntimeError(f"no trained texture models {missing} in this study; "
+                           "run paperkit.studies.texture.train(study) first")
+
+
+def _across_seeds(df: pd.DataFrame, by: list[str], metrics_: list[str]) -> pd.DataFrame:
+    """Per-seed rows plus mean/std rows (stats.across_seeds) when the study has more than one seed."""
+    from paperkit import stats
+
+    return stats.across_seeds(df, by, metrics_)
 
 
 # ---------------------------------------------------------------------------------------------- spectra
@@ -132,26 +195,27 @@ def spectrum_errors(study: Study) -> pd.DataFrame:
     never trained, so its error shows what the Fourier loss taught)."""
     _require(study)
     rows = []
-    for key in MODELS:
-        m = study.models[key].eval()
-        err, n = 0.0, 0
-        with torch.no_grad():
-            for x, _, _ in study.loaders["test"]:
-                _, spec = m.forward_with_spectrum(x)
-                t = fourier.spectrum_target(x, spec.shape[-2:])
-                err += float(((spec - t) ** 2).mean(dim=(1, 2, 3)).sum())
-                n += len(x)
-        rows.append({"model": key, "dataset": study.dataset, "spectrum_mse": err / max(n, 1)})
-    return pd.DataFrame(rows)
+    for seed in study.seeds:
+        for key in MODELS:
+            m = study.models[(key, seed)].eval()
+            err, n = 0.0, 0
+            with torch.no_grad():
+                for x, _, _ in study.loaders["test"]:
+                    _, spec = m.forward_with_spectrum(x)
+                    t = fourier.spectrum_target(x, spec.shape[-2:])
+                    err += float(((spec - t) ** 2).mean(dim=(1, 2, 3)).sum())
+                    n += len(x)
+            rows.append({"model": key, "seed": seed, "dataset": study.dataset, "spectrum_mse": err / max(n, 1)})
+    return _across_seeds(pd.DataFrame(rows), ["model"], ["spectrum_mse"])
 
 
 def spectra_figure(study: Study, per_class: int = 2) -> Any:
-    """Face | target spectrum | predicted spectrum, for live and spoof test faces (Fourier model)."""
+    """Face | target spectrum | predicted spectrum, for live and spoof test faces (first seed's Fourier model)."""
     import matplotlib.pyplot as plt
 
     _require(study)
     x, ys = _pick(study.loaders["test"], per_class)
-    m = study.models["texture"].eval()
+    m = study.models[("texture", study.seed)].eval()
     with torch.no_grad():
         _, pred = m.forward_with_spectrum(x)
     target = fourier.spectrum_target(x, pred.shape[-2:])
@@ -169,7 +233,7 @@ def spectra_figure(study: Study, per_class: int = 2) -> Any:
             if i == 0:
                 ax.set_title(cols[j], fontsize=9)
         axes[i, 0].set_ylabel("spoof" if y else "live")
-    fig.suptitle(f"Fourier head on test faces ({study.dataset})", fontsize=9)
+    fig.suptitle(f"Fourier head on test faces, seed {study.seed} ({study.dataset})", fontsize=9)
     fig.tight_layout()
     study.outputs.append(results.save_figure(study.run_dir, "texture_spectra", fig))
     errs = spectrum_errors(study)
@@ -180,18 +244,19 @@ def spectra_figure(study: Study, per_class: int = 2) -> Any:
 
 # ---------------------------------------------------------------------------------------------- deploy
 
-def calibration_loader(study: Study) -> Any:
+def calibration_loader(study: Study, seed: int | None = None) -> Any:
     """Un-augmented crops of a seeded subset of the TRAIN split (profile.calib_images): real faces
     give the activation ranges deployment will see; random noise would not."""
     from torch.utils.data import DataLoader
 
     from paperkit.data import FaceDataset
 
+    seed = study.seed if seed is None else int(seed)
     train_ds = study.loaders["train"].dataset
     n = min(study.profile.calib_images, len(train_ds.samples))
-    pick = np.random.default_rng([study.seed, 2002]).permutation(len(train_ds.samples))[:n]
+    pick = np.random.default_rng([seed, 2002]).permutation(len(train_ds.samples))[:n]
     ds = FaceDataset(study.root, [train_ds.samples[i] for i in sorted(pick)], study.profile.input_size,
-                     train=False, seed=study.seed)
+                     train=False, seed=seed)
     return DataLoader(ds, batch_size=study.profile.batch_size, shuffle=False, num_workers=0)
 
 
@@ -201,107 +266,190 @@ def _quiet_export(model: nn.Module, path: Path, size: int) -> Path:
         return export.export_onnx(model, path, input_size=size)
 
 
-def deploy(study: Study) -> pd.DataFrame:
-    """Export both arms (FP32) and INT8-quantize them, check parity, score the test split with ORT,
-    and measure batch-1 1-thread latency beside the FP32 No-PTA MobileNetV2 ONNX in one run.
+def onnx_path(study: Study, key: str, fmt: str, seed: int) -> Path:
+    """The first seed's Fourier model is the deliverable (run_dir/models/texture_<fmt>.onnx); every other
+    file (the ablation, later seeds) stays under run_dir/checkpoints/02_onnx_<profile>/."""
+    if key == "texture" and seed == study.seed:
+        return study.run_dir / "models" / f"texture_{fmt}.onnx"
+    return study.run_dir / "checkpoints" / f"02_onnx_{study.profile.name}" / f"{key}_s{seed}_{fmt}.onnx"
 
-    The Fourier model's files go to run_dir/models/ (texture_fp32.onnx, texture_int8.onnx); the
-    ablation's stay under run_dir/checkpoints/ (not a deliverable). Returns the latency table.
-    """
-    from paperkit import complexity
+
+def candidate(key: str, fmt: str, seed: int) -> str:
+    """Latency candidate name of one file."""
+    return f"{key}/{fmt}/s{seed}"
+
+
+def latency_table(rounds_df: pd.DataFrame, n_boot: int = 2000, seed: int = BOOT_SEED) -> pd.DataFrame:
+    """Per candidate: median latency over rounds with a bootstrap CI, and the latency ratio to BASELINE
+    with a paired bootstrap CI over the same rounds (stats.ratio_interval); one row per candidate."""
+    from paperkit import stats
+
+    wide = rounds_df.pivot(index="round", columns="candidate", values="median_ms").sort_index()
+    if BASELINE not in wide:
+        raise ValueError(f"latency rounds have no {BASELINE!r} reference; time it in the same run")
+    ref = wide[BASELINE].to_numpy()
+    rows = []
+    for name in wide.columns:
+        v = wide[name].to_numpy()
+        m = stats.median_interval(v, n_boot=n_boot, seed=seed)
+        r = stats.ratio_interval(v, ref, paired=True, n_boot=n_boot, seed=seed, stat="median")
+        first = rounds_df[rounds_df["candidate"] == name].iloc[0]
+        rows.append({"candidate": name, "latency_ms": m.value, "latency_ms_ci_low": m.low, "latency_ms_ci_high": m.high,
+                     "rel_latency": r.value, "rel_latency_ci_low": r.low, "rel_latency_ci_high": r.high,
+                     "latency_rounds": len(v), "latency_iters": int(first["iters"]),
+                     "threads": int(first["threads"])})
+    return pd.DataFrame(rows)
+
+
+def deploy(study: Study) -> pd.DataFrame:
+    """Export both arms of every seed (FP32) and INT8-quantize them, check parity, score val and test with
+    ORT, and time every file beside the FP32 No-PTA MobileNetV2 ONNX in one interleaved run.
+
+    Returns the latency table (one row per file, with its round-bootstrap intervals)."""
+    from paperkit import stats
     from paperkit.models.pta import mobilenet_v2_baseline
 
     _require(study)
     prof, size = study.profile, study.profile.input_size
-    models_dir = study.run_dir / "models"
-    abl_dir = study.run_dir / "checkpoints" / f"02_onnx_{prof.name}"
-    calib = calibration_loader(study)
     x_real = next(iter(study.loaders["test"]))[0]
-    for key in MODELS:
-        d = models_dir if key == "texture" else abl_dir
-        fp32 = _quiet_export(study.models[key], d / f"{key}_fp32.onnx", size)
-        study.info[f"{key}/parity"] = export.parity(study.models[key], fp32, x_real)
-        t0 = time.time()
-        int8 = export.quantize_int8(fp32, d / f"{key}_int8.onnx", calib, max_images=prof.calib_images)
-        study.info[f"{key}/quantize_s"] = time.time() - t0
-        study.onnx[f"{key}/fp32"], study.onnx[f"{key}/int8"] = fp32, int8
-        print(f"{key}: ONNX parity (max |logit diff| on {len(x_real)} real test crops) "
-              f"{study.info[f'{key}/parity']:.2e}; FP32 {export.file_size_kb(fp32):.0f} KB, "
-              f"INT8 {export.file_size_kb(int8):.0f} KB ({len(calib.dataset)} calibration crops)")
-    for name, path in study.onnx.items():
-        study.scores[name] = export.onnx_scores(export.ort_session(path), study.loaders["test"])
+    for seed in study.seeds:
+        calib = calibration_loader(study, seed)
+        for key in MODELS:
+            model = study.models[(key, seed)]
+            fp32 = _quiet_export(model, onnx_path(study, key, "fp32", seed), size)
+            study.info[f"{key}/s{seed}/parity"] = export.parity(model, fp32, x_real)
+            t0 = time.time()
+            int8 = export.quantize_int8(fp32, onnx_path(study, key, "int8", seed), calib,
+                                        max_images=prof.calib_images)
+            study.info[f"{key}/s{seed}/quantize_s"] = time.time() - t0
+            study.onnx[(key, "fp32", seed)], study.onnx[(key, "int8", seed)] = fp32, int8
+            print(f"{key} seed {seed}: ONNX parity (max |logit diff| on {len(x_real)} real test crops) "
+                  f"{study.info[f'{key}/s{seed}/parity']:.2e}; FP32 {export.file_size_kb(fp32):.0f} KB, "
+                  f"INT8 {export.file_size_kb(int8):.0f} KB ({len(calib.dataset)} calibration crops)")
+    for (key, fmt, seed), path in study.onnx.items():
+        sess = export.ort_session(path)
+        for split in SPLITS:
+            loader = study.loaders[split]
+            if len(loader.dataset) == 0:
+                continue
+            s, y = export.onnx_scores(sess, loader)
+            study.scored[(key, fmt, seed, split)] = stats.Scored.from_dataset(s, y, loader.dataset)
     with tempfile.TemporaryDirectory(prefix="paperkit-02-") as td:
         torch.manual_seed(study.seed)
         base = _quiet_export(mobilenet_v2_baseline(num_classes=2).eval(), Path(td) / "nopta.onnx", size)
-        cands = {BASELINE + "/fp32": base, **study.onnx}
-        lat = complexity.measure_latency(cands, rounds=prof.latency_rounds, iters=prof.latency_iters,
-                                         warmup=max(3, prof.latency_iters // 5), input_size=size, threads=1)
-    ref = float(lat.loc[lat["candidate"] == BASELINE + "/fp32", "median_ms"].iloc[0])
-    lat["rel_latency"] = lat["median_ms"] / ref
-    lat.insert(1, "input_size", size)
+        cands = {BASELINE: base, **{candidate(*k): p for k, p in study.onnx.items()}}
+        rounds = export.interleaved_latency(cands, rounds=prof.latency_rounds, iters=prof.latency_iters,
+                                            warmup=max(3, prof.latency_iters // 5), input_size=size, threads=1)
+    rounds.insert(1, "input_size", size)
+    rounds["dataset"] = study.dataset
+    study.tables["latency_rounds"] = rounds
+    study.outputs.append(results.write_table(study.run_dir, "texture_latency_rounds", rounds))
+    lat = latency_table(rounds, n_boot=max(prof.bootstrap_samples, 1000))
+    meta = {candidate(*k): k for k in study.onnx}
+    meta[BASELINE] = ("mobilenet_v2_nopta", "fp32", study.seed)
+    lat.insert(1, "model", [meta[c][0] for c in lat["candidate"]])
+    lat.insert(2, "format", [meta[c][1] for c in lat["candidate"]])
+    lat.insert(3, "seed", [meta[c][2] for c in lat["candidate"]])
+    lat.insert(4, "input_size", size)
     lat["dataset"] = study.dataset
     study.tables["latency"] = lat
+    lat = _across_seeds(lat, ["model", "format"], ["latency_ms", "rel_latency"])
     study.outputs.append(results.write_table(study.run_dir, "texture_latency", lat))
-    study.outputs += [study.onnx["texture/fp32"], study.onnx["texture/int8"]]
+    study.outputs += [onnx_path(study, "texture", f, study.seed) for f in FORMATS]
     return lat
 
 
-def deploy_table(study: Study) -> pd.DataFrame:
-    """`tables/texture_deploy.csv`: quality (percent, ISO/IEC 30107-3, threshold 0.5), size and latency
-    of every model/format, plus `texture_int8_agreement.csv` (FP32 vs INT8 label agreement)."""
-    if not study.scores or "latency" not in study.tables:
+def predictions(study: Study) -> pd.DataFrame:
+    """Per-image scores of every model x format x seed on val and test (the claims' paired intervals)."""
+    if not study.scored:
         raise RuntimeError("run paperkit.studies.texture.deploy(study) first")
+    frames = [sc.frame(model=key, config="", bn="", fmt=fmt, seed=seed, split=split, dataset=study.dataset)
+              for (key, fmt, seed, split), sc in study.scored.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def deploy_table(study: Study) -> pd.DataFrame:
+    """`tables/texture_deploy.csv`: quality at both operating points with subject-bootstrap CIs, size and
+    latency (with round-bootstrap CIs) of every model x format x seed; writes the per-image predictions
+    and `texture_int8_agreement.csv` (FP32 vs INT8, paired)."""
+    from paperkit import stats
+
+    if not study.scored or "latency" not in study.tables:
+        raise RuntimeError("run paperkit.studies.texture.deploy(study) first")
+    nb = study.profile.bootstrap_samples
     lat = study.tables["latency"].set_index("candidate")
+    lat_cols = ["latency_ms", "latency_ms_ci_low", "latency_ms_ci_high", "rel_latency", "rel_latency_ci_low",
+                "rel_latency_ci_high", "latency_rounds"]
     rows = []
-    for name, path in study.onnx.items():
-        key, fmt = name.split("/")
-        s, y = study.scores[name]
-        m = metrics.evaluate(s, y, THRESHOLD)
-        rows.append({"model": key, "format": fmt, "dataset": study.dataset,
-                     "params_m": study.models[key].deploy_parameters() / 1e6,
-                     "size_kb": export.file_size_kb(path),
-                     "accuracy": 100 * m["accuracy"], "apcer": 100 * m["apcer"], "bpcer": 100 * m["bpcer"],
-                     "acer": 100 * m["acer"], "latency_ms": float(lat.loc[name, "median_ms"]),
-                     "rel_latency": float(lat.loc[name, "rel_latency"])})
+    for (key, fmt, seed), path in study.onnx.items():
+        test = study.scored.get((key, fmt, seed, "test"))
+        if test is None:
+            raise RuntimeError("the test split is empty: nothing to report in texture_deploy")
+        val = study.scored.get((key, fmt, seed, "val"))
+        for q in stats.quality_rows(test, val, n_boot=nb, seed=BOOT_SEED):
+            rows.append({"model": key, "format": fmt, "seed": seed, **q,
+                         "params_m": study.models[(key, seed)].deploy_parameters() / 1e6,
+                         "size_kb": export.file_size_kb(path),
+                         **{c: lat.loc[candidate(key, fmt, seed), c] for c in lat_cols},
+                         "dataset": study.dataset})
     df = pd.DataFrame(rows)
+    lead = ["model", "format", "seed", "operating_point", "threshold"]
+    df = df[lead + [c for c in df.columns if c not in lead]]
+    df = df.sort_values(["seed", "operating_point", "model", "format"], kind="stable",
+                        key=lambda c: c.map({"fixed_0.5": 0, "val_eer": 1}) if c.name == "operating_point" else c)
+    # mean/std across seeds of the point estimates only (an averaged interval bound means nothing)
+    num = [c for c in df.columns if c not in lead + ["dataset", "apcer_worst_type_code"]
+           and not c.endswith(("_ci_low", "_ci_high")) and pd.api.types.is_numeric_dtype(df[c])]
+    df = _across_seeds(df.reset_index(drop=True), ["model", "format", "operating_point"], num)
     study.tables["deploy"] = df
     study.outputs.append(results.write_table(study.run_dir, "texture_deploy", df))
-    agree = []
-    for key in MODELS:
-        s32, y = study.scores[f"{key}/fp32"]
-        s8, _ = study.scores[f"{key}/int8"]
-        a32, a8 = (metrics.evaluate(s, y, THRESHOLD)["acer"] for s in (s32, s8))
-        agree.append({"model": key, "dataset": study.dataset, "images": len(y),
-                      "label_agreement": 100 * float(np.mean((s32 >= THRESHOLD) == (s8 >= THRESHOLD))),
-                      "acer_fp32": 100 * a32, "acer_int8": 100 * a8, "acer_delta": 100 * (a8 - a32),
-                      "max_abs_score_diff": float(np.abs(s32 - s8).max()),
-                      "parity_fp32_vs_torch": study.info[f"{key}/parity"]})
-    ag = pd.DataFrame(agree)
-    study.tables["agreement"] = ag
-    study.outputs.append(results.write_table(study.run_dir, "texture_int8_agreement", ag))
+    study.outputs.append(results.write_predictions(study.run_dir, PREDICTIONS, predictions(study)))
+    study.tables["agreement"] = agreement(study)
+    study.outputs.append(results.write_table(study.run_dir, "texture_int8_agreement", study.tables["agreement"]))
     return df
 
 
+def agreement(study: Study) -> pd.DataFrame:
+    """FP32 vs INT8 on the same test images (threshold 0.5): label agreement, score drift, and the
+    paired subject-bootstrap CI of ACER(INT8) - ACER(FP32)."""
+    from paperkit import stats
+
+    rows = []
+    for seed in study.seeds:
+        for key in MODELS:
+            a32, a8 = study.scored[(key, "fp32", seed, "test")], study.scored[(key, "int8", seed, "test")]
+            d = stats.paired_difference(a8, a32, "acer", n_boot=study.profile.bootstrap_samples, seed=BOOT_SEED)
+            rows.append({"model": key, "seed": seed, "images": len(a32.labels),
+                         "label_agreement": 100 * float(np.mean((a32.scores >= 0.5) == (a8.scores >= 0.5))),
+                         "acer_fp32": 100 * metrics.evaluate(a32.scores, a32.labels, 0.5)["acer"],
+                         "acer_int8": 100 * metrics.evaluate(a8.scores, a8.labels, 0.5)["acer"],
+                         "acer_delta": d.value, "acer_delta_ci_low": d.low, "acer_delta_ci_high": d.high,
+                         "n_subjects": d.n, "max_abs_score_diff": float(np.abs(a32.scores - a8.scores).max()),
+                         "parity_fp32_vs_torch": study.info[f"{key}/s{seed}/parity"], "dataset": study.dataset})
+    df = pd.DataFrame(rows)
+    return _across_seeds(df, ["model"], ["label_agreement", "acer_fp32", "acer_int8", "acer_delta",
+                                         "max_abs_score_diff", "parity_fp32_vs_torch"])
+
+
 def roc_figure(study: Study) -> Any:
-    """ROC curves on the test split: FP32 vs INT8 (ORT) for both arms."""
+    """ROC curves on the test split: FP32 vs INT8 (ORT) for both arms, first seed."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    if not study.scores:
+    if not study.scored:
         raise RuntimeError("run paperkit.studies.texture.deploy(study) first")
     fig, ax = plt.subplots(figsize=(5, 4.5))
     styles = {"fp32": "-", "int8": "--"}
-    for name, (s, y) in study.scores.items():
-        key, fmt = name.split("/")
-        if len(set(y.tolist())) < 2:
+    for (key, fmt, seed, split), sc in study.scored.items():
+        if split != "test" or seed != study.seed or len(set(sc.labels.tolist())) < 2:
             continue
-        fpr, tpr, _ = roc_curve(y, s)
-        auc = metrics.roc_auc(s, y)
+        fpr, tpr, _ = roc_curve(sc.labels, sc.scores)
+        auc = metrics.roc_auc(sc.scores, sc.labels)
         ax.plot(fpr, tpr, styles[fmt], label=f"{key} {fmt.upper()} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="gray", lw=0.8)
     ax.set_xlabel("BPCER (bona fide rejected)")
     ax.set_ylabel("1 - APCER (attacks detected)")
-    ax.set_title(f"Texture model, ONNX Runtime\n{study.dataset}", fontsize=9)
+    ax.set_title(f"Texture model, ONNX Runtime, seed {study.seed}\n{study.dataset}", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     study.outputs.append(results.save_figure(study.run_dir, "texture_roc", fig))
@@ -309,24 +457,67 @@ def roc_figure(study: Study) -> Any:
 
 
 def summary(study: Study) -> pd.DataFrame:
-    """One line per claim of seed 002 with our measurement beside it."""
-    d = study.tables["deploy"].set_index(["model", "format"])
-    ag = study.tables["agreement"].set_index("model")
-    t32, t8 = d.loc[("texture", "fp32")], d.loc[("texture", "int8")]
-    nf = d.loc[("texture_no_fourier", "fp32")]
+    """One line per claim of seed 002 with our measurement and its 95% CI (first seed, threshold 0.5;
+    differences are paired subject bootstraps on the same test images). Verdicts live in claims.csv."""
+    from paperkit import stats
+
+    if "deploy" not in study.tables:
+        raise RuntimeError("run paperkit.studies.texture.deploy_table(study) first")
+    d = study.tables["deploy"]
+    s0 = d[(d["seed"].astype(str) == str(study.seed))].set_index(["model", "format", "operating_point"])
+    nb = study.profile.bootstrap_samples
+
+    def cell(model: str, fmt: str, col: str, op: str = "fixed_0.5") -> tuple[float, float, float]:
+        r = s0.loc[(model, fmt, op)]
+        lo, hi = r.get(f"{col}_ci_low", np.nan), r.get(f"{col}_ci_high", np.nan)
+        return float(r[col]), float(lo), float(hi)
+
+    def paired(a: Key, b: Key) -> tuple[float, float, float]:
+        i = stats.paired_difference(study.scored[(*a, "test")], study.scored[(*b, "test")], "acer",
+                                    n_boot=nb, seed=BOOT_SEED)
+        return i.value, i.low, i.high
+
+    ag = study.tables["agreement"]
+    ag0 = ag[ag["seed"].astype(str) == str(study.seed)].set_index("model")
+    sd = study.seed
+    size = float(s0.loc[("texture", "int8", "fixed_0.5"), "size_kb"])
     rows = [
-        ("INT8 file size (KB)", t8["size_kb"], "<= 600", SEED_002["size_kb"]),
-        ("ACER FP32 (%)", t32["acer"], "", None),
-        ("ACER INT8 (%)", t8["acer"], "within 0.5 of FP32", None),
-        ("FP32 vs INT8 label agreement (%)", ag.loc["texture", "label_agreement"], "", None),
-        ("accuracy INT8 (%)", t8["accuracy"], "", SEED_002["accuracy"]),
-        ("INT8 latency / FP32 No-PTA MobileNetV2 ONNX", t8["rel_latency"], "<= 0.35", None),
-        ("FP32 latency / FP32 No-PTA MobileNetV2 ONNX", t32["rel_latency"], "", None),
-        ("INT8 latency (ms, batch 1, 1 thread)", t8["latency_ms"], "", SEED_002["latency_ms"]),
-        ("ablation: ACER without Fourier loss, FP32 (%)", nf["acer"], "", None),
-        ("ablation: ACER with - without (points)", t32["acer"] - nf["acer"], "< 0 = Fourier helps", None),
+        ("INT8 file size (KB)", (size, np.nan, np.nan), "<= 600", SEED_002["size_kb"]),
+        ("ACER FP32 (%)", cell("texture", "fp32", "acer"), "", None),
+        ("ACER INT8 (%)", cell("texture", "int8", "acer"), "", None),
+        ("ACER INT8 at the val-EER threshold (%)", cell("texture", "int8", "acer", "val_eer"), "", None),
+        ("ACER INT8 - FP32 (points, paired)", paired(("texture", "int8", sd), ("texture", "fp32", sd)),
+         "within +-0.5", None),
+        ("FP32 vs INT8 label agreement (%)", (float(ag0.loc["texture", "label_agreement"]), np.nan, np.nan), "", None),
+        ("accuracy INT8 (%)", cell("texture", "int8", "accuracy"), "", SEED_002["accuracy"]),
+        ("INT8 latency / FP32 No-PTA MobileNetV2 ONNX", cell("texture", "int8", "rel_latency"), "<= 0.35", None),
+        ("FP32 latency / FP32 No-PTA MobileNetV2 ONNX", cell("texture", "fp32", "rel_latency"), "", None),
+        ("INT8 latency (ms, batch 1, 1 thread)", cell("texture", "int8", "latency_ms"), "< 20", SEED_002["latency_ms"]),
+        ("ablation: ACER without Fourier loss, FP32 (%)", cell("texture_no_fourier", "fp32", "acer"), "", None),
+        ("ablation: ACER with - without, FP32 (points, paired)",
+         paired(("texture", "fp32", sd), ("texture_no_fourier", "fp32", sd)), "< 0 = Fourier helps", None),
+        ("ablation: ACER with - without, INT8 (points, paired)",
+         paired(("texture", "int8", sd), ("texture_no_fourier", "int8", sd)), "< 0 = Fourier helps", None),
     ]
-    df = pd.DataFrame(rows, columns=["quantity", "ours", "target", "seed_002"])
+    df = pd.DataFrame([(q, v[0], v[1], v[2], t, p) for q, v, t, p in rows],
+                      columns=["quantity", "ours", "ci_low", "ci_high", "target", "seed_002"])
+    df["seed"] = sd
     df["dataset"] = study.dataset
     study.tables["summary"] = df
     return df
+
+
+def ship(study: Study, real_photos: str = "") -> str:
+    """Put this run's INT8 model and its model card into the package (`paperkit/assets/`), but only for a
+    run into this checkout's own `results/`: a smoke run or a scratch run dir must never replace the model
+    that `pip install` ships. `real_photos` (a folder with live/ and spoof/) adds the real-photo check."""
+    from paperkit import predict
+
+    repo_results = (Path(__file__).resolve().parents[2] / "results").resolve()
+    model = onnx_path(study, "texture", "int8", study.seeds[0])
+    if study.run_dir.resolve() != repo_results:
+        return (f"not shipped: run_dir {study.run_dir} is not this checkout's results/ folder; the package keeps "
+                f"its model ({predict.ASSETS / predict.MODEL_NAME})")
+    real = real_photos if real_photos and Path(real_photos).is_dir() else None
+    target = predict.ship_model(model, study.run_dir, real_dir=real)
+    return f"shipped {model} -> {target} (model card beside it{'; real-photo check on ' + real if real else ''})"
