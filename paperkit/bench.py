@@ -114,3 +114,62 @@ def cli_detect(folder: str | None, detectors: list[str], root: str | None = None
     if as_json:
         print(json.dumps(out, indent=2, default=str))
     return 0
+
+
+def bn_recalibration(profile: str = "default", configs: tuple[str, ...] = ("HHH", "LLL", "BBB"),
+                     rounds: int = 3, n_images: int | None = None) -> list[dict[str, Any]]:
+    """What per-configuration BatchNorm recalibration costs, next to what it is paid for: one validation
+    pass of the same configuration. Both run on the same model and machine, interleaved per round, so the
+    printed ratio does not depend on the machine's load at one moment.
+
+    Weights do not change the cost, so a fresh PTA MobileNetV2 at the profile's input size is used with
+    `profile.bn_calib_images` random crops (the calibration set's size) and as many validation images."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from . import batchnorm, stats
+    from .models.pta import pta_mobilenet_v2
+    from .profiles import get_profile
+
+    prof = get_profile(profile)
+    n = int(n_images or prof.bn_calib_images)
+    size, bs = prof.input_size, prof.batch_size
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if prof.channels_last else torch.contiguous_format
+    batches = [torch.randn(min(bs, n - i), 3, size, size, generator=g).contiguous(memory_format=fmt)
+               for i in range(0, n, bs) if n - i > 1]
+    model = pta_mobilenet_v2(num_classes=2).eval().to(memory_format=fmt)
+    rows = []
+    for cfg in configs:
+        model.configure(cfg)
+        recal, evals = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            batchnorm.recalibrate_bn(model, batches, max_images=n, channels_last=prof.channels_last)
+            recal.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for x in batches:
+                    model(x)
+            evals.append(time.perf_counter() - t0)
+        r = stats.ratio_interval(recal, evals)
+        rows.append({"config": cfg, "images": n, "input_size": size, "recalibrate_s": float(np.median(recal)),
+                     "eval_pass_s": float(np.median(evals)), "ratio": r.value, "ratio_ci_low": r.low,
+                     "ratio_ci_high": r.high, "rounds": rounds, "threads": torch.get_num_threads()})
+    return rows
+
+
+def cli_bn(profile: str = "default", rounds: int = 3, as_json: bool = False) -> int:
+    """`paperkit bench bn`: seconds to recalibrate one PTA configuration vs one evaluation pass of it."""
+    rows = bn_recalibration(profile, rounds=rounds)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"BatchNorm recalibration vs an evaluation pass over the same {rows[0]['images']} crops "
+          f"({rows[0]['input_size']} px, {rows[0]['threads']} threads, median of {rounds} interleaved rounds)")
+    for r in rows:
+        print(f"  {r['config']}: recalibrate {r['recalibrate_s']:.2f} s, eval pass {r['eval_pass_s']:.2f} s, "
+              f"ratio {r['ratio']:.2f} [{r['ratio_ci_low']:.2f}, {r['ratio_ci_high']:.2f}]")
+    return 0

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--model", default=None, help="ONNX model for --check-boxes (default: the packaged one)")
     bf.add_argument("--limit", type=int, default=None, help="at most this many test images for --check-boxes")
     bf.add_argument("--json", action="store_true")
+    bb = b.add_parser("bn", help="cost of per-configuration BatchNorm recalibration vs one evaluation pass")
+    bb.add_argument("--profile", default="default")
+    bb.add_argument("--rounds", type=int, default=3)
+    bb.add_argument("--json", action="store_true")
     bs = b.add_parser("synth", help="synthetic dataset generation throughput")
     bs.add_argument("--n", type=int, default=200)
 
@@ -85,7 +89,8 @@ def _seed_list(text: str) -> list[int] | None:
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}") from None
     return seeds or None
 
 
@@ -112,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import bench
         return bench.cli_detect(a.folder, [d for d in a.detectors.split(",") if d], a.root, a.check_boxes,
                                 a.model, a.limit, a.json)
+    if a.cmd == "bench" and a.bench_cmd == "bn":
+        from . import bench
+        return bench.cli_bn(a.profile, a.rounds, a.json)
     if a.cmd == "bench" and a.bench_cmd == "synth":
         from . import synth
         print(json.dumps(synth.bench(n=a.n), indent=2))

@@ -980,7 +980,7 @@ def bench_loading(root: str | os.PathLike | None = None, size: int = 128, n: int
             count += x.shape[0]
         dt = time.perf_counter() - t0
         result.update({"workers": workers, "img_per_s_workers": round(count / dt, 1) if count else None})
-        del first, it, loader
+        del it, loader
     return result
 
 

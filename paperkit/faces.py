@@ -414,8 +414,8 @@ def render_person(ident: Identity, pose: Pose, size: int, r: np.random.Generator
     rgb = img.astype(np.float32)
     rgb *= lightmap[..., None]
     # all per-pixel work happens on the head region of interest only (4x fewer pixels than the canvas)
-    x0 = max(0, int(cx - rx * 1.45)); x1 = min(S, int(cx + rx * 1.45) + 1)
-    y0 = max(0, int(cy - ry * 1.25)); y1 = min(S, int(cy + ry * 1.35) + 1)
+    x0, x1 = max(0, int(cx - rx * 1.45)), min(S, int(cx + rx * 1.45) + 1)
+    y0, y1 = max(0, int(cy - ry * 1.25)), min(S, int(cy + ry * 1.35) + 1)
     roi = rgb[y0:y1, x0:x1]
     roi *= 1.0 / outside
     H, W = roi.shape[:2]

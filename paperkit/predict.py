@@ -546,7 +546,8 @@ def write_card(path: Path, onnx_path: Path, run_dir: Path, input_size: int, thre
         f"({counts.get('test', {}).get('subjects', '?')} subjects, disjoint from train).",
         "- Synthetic: rendered faces and simulated print/screen/mask attacks, not photographs of people. "
         "It was never trained on a real photo.",
-        f"- Run: git revision `{entry.get('git_revision', '?')}`, profile `{(entry.get('parameters') or {}).get('profile', '?')}`.",
+        f"- Run: git revision `{entry.get('git_revision', '?')}`, "
+        f"profile `{(entry.get('parameters') or {}).get('profile', '?')}`.",
         "",
         "## Input and crop",
         "",
@@ -591,7 +592,7 @@ def write_card(path: Path, onnx_path: Path, run_dir: Path, input_size: int, thre
                   f"printed/replayed attacks from public repositories, kept outside the repository; a face was "
                   f"found in {real['images'] - real['no_face']} of them ("
                   + ", ".join(f"{k} {v}" for k, v in sorted(real['found_by'].items())) + "); intervals bootstrap "
-                  f"over photos. An internal check on 31 real photos: it decides little alone."]
+                  "over photos. An internal check on 31 real photos: it decides little alone."]
     else:
         lines += ["Real-photo check: not run for this card (pass `real_dir` to `ship_model`)."]
     lines += [

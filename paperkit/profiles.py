@@ -25,7 +25,8 @@ class Profile:
     synth_live_per_identity: int = 12    # bona fide captures per subject
     synth_spoof_per_identity: int = 20   # attack captures per subject
     synth_image_size: int = 224          # side of the written images (CelebA-Spoof BB frame is 224)
-    synth_difficulty: float = 0.25       # 0 = blatant attacks, 1 = barely visible cues (0.25: ~6% test ACER, MobileNetV2 4 epochs)
+    synth_difficulty: float = 0.25       # 0 = blatant attacks, 1 = barely visible cues
+                                         # (0.25: ~6% test ACER, MobileNetV2 4 epochs, synth v3)
     # --- data loading (paperkit.data) ---------------------------------------------
     input_size: int = 128                # face crop side fed to every model (seed 000)
     batch_size: int = 32

@@ -13,7 +13,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__")
+            key = name or obj.__name__  # type: ignore[attr-defined]
             if key in self._items:
                 raise KeyError(f"{self.kind} {key!r} is already registered")
             self._items[key] = obj

@@ -129,7 +129,7 @@ def backgrounds() -> tuple[list[np.ndarray], list[int], list[str]]:
         names.append(f"{pkg}:{name}")
     if not imgs:
         warnings.warn("paperkit.synth: no bundled photographs found (scikit-image / matplotlib sample data); "
-                      "using procedural backgrounds. Install scikit-image to get real backgrounds.")
+                      "using procedural backgrounds. Install scikit-image to get real backgrounds.", stacklevel=2)
         r = np.random.default_rng(12345)
         for k in range(8):
             yy, xx = np.mgrid[0:256, 0:256].astype(np.float32) / 256

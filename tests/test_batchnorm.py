@@ -147,3 +147,11 @@ def test_fingerprint_ignores_bn_statistics_and_store_roundtrips(tmp_path) -> Non
     assert got is not None and again.get(fp, "recalibrated") is None and again.get("x", "shared") is None
     for k, v in bn_buffers(model).items():
         assert torch.equal(got[k], v)
+
+
+def test_bench_bn_reports_cost_beside_an_eval_pass():
+    from paperkit import bench
+    rows = bench.bn_recalibration("smoke", configs=("LLL",), rounds=2, n_images=8)
+    (r,) = rows
+    assert r["config"] == "LLL" and r["images"] == 8 and r["recalibrate_s"] > 0 and r["eval_pass_s"] > 0
+    assert r["ratio"] == pytest.approx(r["recalibrate_s"] / r["eval_pass_s"], rel=1e-6)

@@ -165,7 +165,7 @@ def test_cross_domain_rows_use_the_training_domains_val_threshold(tmp_path: Path
     def scored(n_subj: int, shift: float) -> stats.Scored:
         subj = np.repeat([f"s{i}" for i in range(n_subj)], 6)
         y = np.tile([0, 0, 0, 1, 1, 1], n_subj)
-        vid = np.array([f"{s}/{'spoof' if l else 'live'}" for s, l in zip(subj, y)])
+        vid = np.array([f"{s}/{'spoof' if lab else 'live'}" for s, lab in zip(subj, y)])
         return stats.Scored(np.clip(0.3 + 0.4 * y + shift + 0.15 * rng.standard_normal(y.size), 0, 1), y, subj,
                             2 * y, vid)
     val, test = scored(6, 0.0), scored(8, 0.1)

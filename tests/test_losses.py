@@ -276,7 +276,8 @@ def test_kd_soft_gradient_scale_is_tau_squared(tau: float) -> None:
     """Issue 9: Hinton's soft term carries tau^2 relative to seed 001's printed form; both match the analytic
     gradient (q_S - q_T) / (tau N) x {1, tau^2} and a central finite difference."""
     g = torch.Generator().manual_seed(3)
-    s, t = torch.randn(5, 2, generator=g, dtype=torch.float64) * 2, torch.randn(5, 2, generator=g, dtype=torch.float64) * 3
+    s = torch.randn(5, 2, generator=g, dtype=torch.float64) * 2
+    t = torch.randn(5, 2, generator=g, dtype=torch.float64) * 3
     gw, gh = _soft_grad("weighted", s, t, tau), _soft_grad("hinton", s, t, tau)
     q_s, q_t = torch.softmax(s / tau, 1), torch.softmax(t / tau, 1)
     analytic = (q_s - q_t) / (tau * len(s))
@@ -325,8 +326,8 @@ def test_unlabelled_images_get_the_soft_term_only(fn) -> None:
     # fully labelled batch: the usual mean form
     y_all = torch.tensor([0, 1, 1])
     ce = nn.functional.cross_entropy(s, y_all).item()
-    assert fn(s, t, y_all, tau, alpha).item() == pytest.approx((1 - alpha) * ce + alpha * kd_soft_term(s, t, tau, kind).item(),
-                                                              rel=1e-6)
+    expected = (1 - alpha) * ce + alpha * kd_soft_term(s, t, tau, kind).item()
+    assert fn(s, t, y_all, tau, alpha).item() == pytest.approx(expected, rel=1e-6)
     # no label at all: the soft term alone, finite, and the unlabelled logits still get a gradient
     z = s.clone().requires_grad_(True)
     none = fn(z, t, torch.full((3,), IGNORE_LABEL), tau, alpha)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pandas as pd
@@ -10,7 +11,7 @@ def test_profiles_exist_and_are_frozen():
     for name in ("smoke", "default", "paper"):
         p = profiles.get_profile(name)
         assert p.name == name
-        with pytest.raises(Exception):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             p.batch_size = 1  # type: ignore[misc]
     assert profiles.get_profile("paper").pta_lr == 1e-4 and profiles.get_profile("paper").pta_epochs == 20
 

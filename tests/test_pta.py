@@ -156,7 +156,8 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
     def fake_bench(*a, **k):
         seen_bn.update(k.get("bn_states") or {})
         return pd.DataFrame([{"candidate": f"{c}/{b}", "config": c, "backend": b, "median_ms": 1.0, "rel_latency": 1.0,
-                              "rel_latency_p10": 1.0, "rel_latency_ci_low": 0.9, "rel_latency_ci_high": 1.1, "rounds": 2}
+                              "rel_latency_p10": 1.0, "rel_latency_ci_low": 0.9, "rel_latency_ci_high": 1.1,
+                              "rounds": 2}
                              for c in configs for b in ("torch", "ort")])
     monkeypatch.setattr(complexity, "bench_latency", fake_bench)
     run_dir = tmp_path / "run"

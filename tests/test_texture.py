@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
-
 import pytest
 import torch
 

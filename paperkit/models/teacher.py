@@ -272,7 +272,8 @@ def check_cues_agree(samples: Sequence[Any], source: str = "metas/paperkit/attac
             counts["spoof_without_known_cue"] += 1
     if bad:
         raise ValueError(f"{source} disagrees with the live/spoof labels: {len(bad)} live image(s) carry a "
-                         f"presentation-medium cue ({', '.join(MEDIUM_CUES)}), e.g. {bad[:3]}; the side file belongs to another build of the dataset "
+                         f"presentation-medium cue ({', '.join(MEDIUM_CUES)}), e.g. {bad[:3]}; "
+                         "the side file belongs to another build of the dataset "
                          "(regenerate it with paperkit.synth or delete it to train without cues)")
     return counts
 

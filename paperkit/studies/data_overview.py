@@ -144,10 +144,11 @@ def spectra_figure(spectra: dict[str, np.ndarray], title: str = "") -> plt.Figur
 
 
 def label_frame(root: str | os.PathLike) -> pd.DataFrame:
-    """One row per label-file entry that passes the label checks (both splits): split, live/spoof, spoof type, illumination, environment."""
+    """One row per label-file entry that passes the label checks (both splits): split, live/spoof, spoof type,
+    illumination, environment."""
     rows = []
     for split in data.SPLITS:
-        for key, v in data.screen_labels(root, split, data.read_labels(root, split)).labels.items():
+        for v in data.screen_labels(root, split, data.read_labels(root, split)).labels.values():
             rows.append({"split": split, "class": "spoof" if v[43] else "live",
                          "spoof_type": f"{v[40]} {data.SPOOF_TYPE_NAMES.get(v[40], '?')}",
                          "illumination": f"{v[41]} {ILLUMINATION.get(v[41], '?')}",

@@ -173,7 +173,8 @@ def _check_grid(grid: Any) -> tuple[tuple[float, float], ...]:
     try:
         pairs = tuple((float(t), float(a)) for t, a in grid)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"kd_grid must be a list of [tau, alpha] pairs, e.g. [[4.0, 0.7], [2.0, 0.9]]; got {grid!r}") from e
+        raise ValueError("kd_grid must be a list of [tau, alpha] pairs, e.g. [[4.0, 0.7], [2.0, 0.9]]; "
+                         f"got {grid!r}") from e
     for t, a in pairs:
         check_kd_params(t, a)
     if len(set(pairs)) != len(pairs):
@@ -769,7 +770,7 @@ def energy_method() -> tuple[str, Callable[[], float] | None]:
         except (OSError, ValueError):
             continue
         name = (Path(zone) / "name").read_text().strip() if (Path(zone) / "name").is_file() else Path(zone).name
-        return f"rapl:{name} (package counter; includes any other load)", lambda: float(f.read_text())
+        return f"rapl:{name} (package counter; includes any other load)", lambda f=f: float(f.read_text())
     return f"cpu_time x {PER_CORE_WATTS:g} W/core (assumed; no readable RAPL counter)", None
 
 
@@ -995,8 +996,9 @@ def swap_table(run: DistillRun, threshold: float = 0.5) -> pd.DataFrame:
             rows.append(row)
     df = pd.DataFrame(rows)
     df["latency_rounds"] = prof.latency_rounds
-    df["latency_note"] = (f"ORT CPU, batch 1, 1 thread, FP32 and INT8 of all models interleaved in {prof.latency_rounds} "
-                          f"rounds x {prof.latency_iters}; median of round medians (seed {first}'s models)")
+    df["latency_note"] = ("ORT CPU, batch 1, 1 thread, FP32 and INT8 of all models interleaved in "
+                          f"{prof.latency_rounds} rounds x {prof.latency_iters}; median of round medians "
+                          f"(seed {first}'s models)")
     df = _seed_rows(df, ["model", "judged_for", "operating_point"])
     run.outputs.append(results.write_table(run.run_dir, "swap", df))
     run.outputs.append(results.write_table(run.run_dir, "distill_quality",

@@ -423,7 +423,8 @@ def table3(study: Study) -> pd.DataFrame:
     df = stats.across_seeds(df, ["config", "bn", "operating_point"], metric_cols)
     study.tables["table3"] = df
     study.outputs.append(results.write_table(study.run_dir, "table3_quality", df))
-    study.outputs.append(results.write_predictions(study.run_dir, "table3_quality", pd.concat(preds, ignore_index=True)))
+    table = pd.concat(preds, ignore_index=True)
+    study.outputs.append(results.write_predictions(study.run_dir, "table3_quality", table))
     return df
 
 

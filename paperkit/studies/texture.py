@@ -103,7 +103,8 @@ def method(study: Study) -> pd.DataFrame:
         ("intervals", f"95% subject bootstrap, {p.bootstrap_samples} resamples",
          "resamples test subjects (their images are not independent)"),
         ("latency", f"batch 1, 1 thread, ONNX Runtime; {p.latency_rounds} interleaved rounds x "
-                    f"{p.latency_iters} runs", "CI: bootstrap over rounds (median; ratio to the FP32 No-PTA MobileNetV2)"),
+                    f"{p.latency_iters} runs",
+                    "CI: bootstrap over rounds (median; ratio to the FP32 No-PTA MobileNetV2)"),
     ]
     df = pd.DataFrame(rows, columns=["item", "value", "note"])
     study.tables["method"] = df
