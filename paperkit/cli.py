@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--json", action="store_true")
     bs = b.add_parser("synth", help="synthetic dataset generation throughput")
     bs.add_argument("--n", type=int, default=200)
+    _add_cache_benches(b)
 
     pr = sub.add_parser("predict", help="score faces in images or videos with an ONNX model")
     pr.add_argument("paths", nargs="*", help="images, videos or folders (searched at any depth)")
@@ -81,7 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated training seeds, e.g. 0,1,2 (default: the profile's)")
     r.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 00,01")
     r.add_argument("--param", action="append", default=[], help="extra notebook parameter key=value")
+    r.add_argument("--force", action="store_true",
+                   help="rerun every selected notebook, even those whose inputs did not change")
     return ap
+
+
+def _add_cache_benches(b: argparse._SubParsersAction) -> None:
+    """`bench index` and `bench train` (paperkit.cache)."""
+    bi = b.add_parser("index", help="index build time per 1,000 entries, cold (all cores) and warm (cached)")
+    bi.add_argument("--root", required=True, help="CelebA-Spoof tree")
+    bi.add_argument("--workers", type=int, default=None, help="processes for the cold build (default: all cores)")
+    bi.add_argument("--json", action="store_true")
+    bt = b.add_parser("train", help="No-PTA training img/s with and without the crop cache, interleaved")
+    bt.add_argument("--root", default="", help="dataset root (default: the embedded dataset)")
+    bt.add_argument("--steps", type=int, default=24, help="timed steps per round and mode")
+    bt.add_argument("--rounds", type=int, default=3)
+    bt.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
+    bt.add_argument("--json", action="store_true")
 
 
 def _seed_list(text: str) -> list[int] | None:
@@ -120,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "bench" and a.bench_cmd == "bn":
         from . import bench
         return bench.cli_bn(a.profile, a.rounds, a.json)
+    if a.cmd == "bench" and a.bench_cmd in ("index", "train"):
+        from . import cache
+        if a.bench_cmd == "index":
+            return cache.cli_bench_index(a.root, a.json, a.workers)
+        return cache.cli_bench_train(a.root or None, a.steps, a.rounds, a.workers, a.json)
     if a.cmd == "bench" and a.bench_cmd == "synth":
         from . import synth
         print(json.dumps(synth.bench(n=a.n), indent=2))
@@ -132,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             reproduce.run(profile=a.profile, run_dir=a.run_dir, data_root=a.data_root,
                           seeds=a.seeds,
-                          only=[o for o in a.only.split(",") if o], extra=_parse_kv(a.param))
+                          only=[o for o in a.only.split(",") if o], extra=_parse_kv(a.param), force=a.force)
         except reproduce.Interrupted as e:
             print(f"paperkit reproduce: {e}", file=sys.stderr)
             return 128 + e.signum

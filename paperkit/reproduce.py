@@ -17,10 +17,22 @@ Fault tolerance (so an interrupted run never leaves results that look finished):
   becomes ``"interrupted"`` (or ``"failed"``), the ``reproduce`` entry records where and by which
   signal, the lock is released, and the exit code is 128 + the signal number. A rerun starts over and
   completes (training notebooks resume from their checkpoints).
+
+Incremental runs. The notebooks form a DAG (:data:`DAG`: 00 -> 01 -> 05; 00 -> 02; 00 -> 03;
+01, 02, 03 -> 04). A notebook that completed is keyed in its manifest entry (``"inputs"``) by hashes of
+its source (outputs, execution counts and metadata other than cell tags stripped), its parameters, the
+paperkit source (every ``paperkit/**/*.py``), the dataset fingerprint and the installed package
+versions, plus the run id of each notebook it depends on. ``paperkit reproduce`` reruns a notebook only
+when one of these changed, when one of the outputs its entry lists (or its executed copy) is gone, when
+its previous run did not complete, or when a notebook it depends on reran; ``--force`` reruns all.
+Every notebook's entry says what happened in ``"run"``: ``{"action": "ran" | "reused", "why": [...]}``
+(e.g. ``"source changed"``, ``"parameters changed"``, ``"paperkit changed"``, ``"output missing:
+tables/x.csv"``, ``"dependency 01 reran"``), and the ``reproduce`` entry collects them.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +40,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,6 +51,10 @@ COMMON_PARAMETERS = ("profile", "data_root", "run_dir", "seeds")
 
 
 LOCK_NAME = ".reproduce.lock"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# notebook number -> the numbers whose results it reads (a number missing here depends on every earlier one)
+DAG: dict[str, tuple[str, ...]] = {"00": (), "01": ("00",), "02": ("00",), "03": ("00",),
+                                   "04": ("01", "02", "03"), "05": ("01",)}
 
 
 class ReproduceError(RuntimeError):
@@ -80,7 +97,8 @@ class RunLock:
                 holder = _describe(_read_lock(fd))
                 os.close(fd)
                 raise ReproduceError(f"{self.path.parent} is in use by another paperkit reproduce ({holder}; lock "
-                                     f"{self.path}); wait for it to finish, stop it, or choose another --run-dir")
+                                     f"{self.path}); wait for it to finish, stop it, or choose another --run-dir"
+                                     ) from None
             except OSError as e:
                 os.close(fd)
                 raise ReproduceError(f"cannot lock {self.path} ({e}); use a --run-dir on a local filesystem") from e
@@ -176,7 +194,8 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ReproduceError(f"--run-dir {path} cannot be created ({e.strerror or e}); pass a folder you can write")
+        raise ReproduceError(f"--run-dir {path} cannot be created ({e.strerror or e}); pass a folder you can write"
+                             ) from e
     return path
 
 
@@ -199,10 +218,36 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: Sequence[str] | None
     return nbs
 
 
+def declared_parameters(nb: Path) -> list[str]:
+    """Names assigned in the cell tagged 'parameters' ([] if none), read without importing papermill
+    (its import costs seconds, and a no-op reproduce must stay fast); papermill's own inspection is the
+    fallback for a cell Python's parser does not take."""
+    import ast
+    try:
+        cells = json.loads(Path(nb).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError) as e:
+        raise ReproduceError(f"cannot read notebook {nb}: {e}") from e
+    for c in cells:
+        if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", []):
+            src = c.get("source", "")
+            src = "".join(src) if isinstance(src, list) else src
+            try:
+                tree = ast.parse(src)
+            except SyntaxError:
+                import papermill as pm
+                return list(pm.inspect_notebook(str(nb)))
+            names: list[str] = []
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign) else []
+                names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+            return names
+    return []
+
+
 def check_parameters(nb: Path, params: dict[str, Any]) -> None:
     """papermill only warns about parameters a notebook does not declare; we refuse them."""
-    import papermill as pm
-    declared = pm.inspect_notebook(str(nb))
+    declared = declared_parameters(nb)
     if not declared:
         raise ReproduceError(f"{nb.name} has no cell tagged 'parameters'; tag its first code cell")
     unknown = sorted(set(params) - set(declared))
@@ -212,10 +257,12 @@ def check_parameters(nb: Path, params: dict[str, Any]) -> None:
 
 def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_root: str = "",
         seeds: Sequence[int] | None = None, only: Sequence[str] | None = None, extra: dict[str, Any] | None = None,
-        notebook_dir: Path | None = None, kernel: str = "python3", log_output: bool = True) -> dict[str, Any]:
+        notebook_dir: Path | None = None, kernel: str = "python3", log_output: bool = True, force: bool = False,
+        dag: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Run the notebooks of ``notebook_dir`` (default :data:`NOTEBOOK_DIR`) into ``run_dir``, holding its
-    lock. Raises ReproduceError (a notebook failed, bad arguments, run folder busy) or Interrupted."""
-    import papermill as pm
+    lock: only those that are stale (see the module doc) unless ``force``. ``dag`` maps a notebook number
+    to the numbers it depends on (default :data:`DAG`). Raises ReproduceError (a notebook failed, bad
+    arguments, run folder busy) or Interrupted."""
     profiles.get_profile(profile)  # unknown profile: fail before any notebook runs
     run_dir = check_run_dir(run_dir)
     data_root = str(Path(data_root).resolve()) if data_root else ""
@@ -225,7 +272,7 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
     for nb in nbs:
         params: dict[str, Any] = {"profile": profile, "data_root": data_root, "run_dir": str(run_dir),
                                   "seeds": list(seeds) if seeds else None}
-        declared = set(pm.inspect_notebook(str(nb)))
+        declared = set(declared_parameters(nb))
         params.update({k: v for k, v in extra.items() if k in declared})
         check_parameters(nb, params)
         plan.append((nb, params))
@@ -238,7 +285,8 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
         logging.getLogger("papermill").setLevel(logging.INFO)
     with RunLock(run_dir), _Signals():
         try:
-            return _run_plan(pm, plan, run_dir, profile, seeds, data_root, kernel, log_output)
+            return _run_plan(None, plan, run_dir, profile, seeds, data_root, kernel, log_output, force,
+                             DAG if dag is None else dag)
         except _Signalled as e:   # between notebooks (no notebook was mid-way)
             name = signal.Signals(e.signum).name
             raise Interrupted(f"interrupted by {name} between notebooks; the results written so far are intact; "
@@ -246,14 +294,32 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
 
 
 def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profile: str,
-              seeds: Sequence[int] | None, data_root: str, kernel: str, log_output: bool) -> dict[str, Any]:
+              seeds: Sequence[int] | None, data_root: str, kernel: str, log_output: bool, force: bool = False,
+              dag: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     out_dir = run_dir / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
+    shared = _shared_inputs(profile, data_root)
+    ran: set[str] = set()
+    actions: dict[str, dict[str, Any]] = {}
+    stems = [nb.stem for nb, _ in plan]
     for i, (nb, params) in enumerate(plan, 1):
         out = out_dir / nb.name
-        print(f"\n=== [{i}/{len(plan)}] {nb.stem}  (profile={profile}, run_dir={run_dir}) ===", flush=True)
+        deps = _dependencies(nb.stem, stems, dag if dag is not None else DAG, nb.parent)
+        inputs = _inputs(nb, params, shared, deps, run_dir)
+        why = ["forced (--force)"] if force else _stale(run_dir, nb, inputs, deps, ran)
+        if not why:
+            actions[nb.stem] = {"action": "reused", "why": ["inputs unchanged, outputs present"]}
+            _mark(run_dir, nb.stem, actions[nb.stem])
+            print(f"=== [{i}/{len(plan)}] {nb.stem}: reused (inputs unchanged, outputs present) ===", flush=True)
+            continue
+        print(f"\n=== [{i}/{len(plan)}] {nb.stem}  (profile={profile}, run_dir={run_dir}; runs: "
+              f"{'; '.join(why)}) ===", flush=True)
+        actions[nb.stem] = {"action": "ran", "why": why}
+        ran.add(nb.stem)
+        if pm is None:   # imported only when a notebook has to run
+            import papermill as pm
         t0 = time.time()
         results.update_manifest(run_dir, nb.stem, {"status": "running", "parameters": params,
                                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -273,11 +339,130 @@ def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, p
                                  f"the executed notebook with the traceback is kept at {out}") from e
         timings[nb.stem] = round(time.time() - t0, 1)
         _finish_entry(run_dir, nb.stem, "unrecorded", why="it ran without calling results.record_notebook")
+        # the dataset exists now (00 may just have built it): key the entry with what was actually used
+        shared = _shared_inputs(profile, data_root)
+        _mark(run_dir, nb.stem, actions[nb.stem], _inputs(nb, params, shared, deps, run_dir))
         print(f"=== {nb.stem} done in {timings[nb.stem]:.0f}s ===", flush=True)
     total = round(time.time() - t_all, 1)
-    _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None)
-    print(f"\nall {len(plan)} notebooks done in {total / 60:.1f} min; results in {run_dir}", flush=True)
-    return {"timings": timings, "total_s": total}
+    _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None, actions=actions)
+    reused = sorted(set(stems) - ran)
+    print(f"\n{len(ran)} of {len(plan)} notebooks ran in {total / 60:.1f} min"
+          + (f", {len(reused)} reused ({', '.join(reused)})" if reused else "") + f"; results in {run_dir}", flush=True)
+    return {"timings": timings, "total_s": total, "ran": sorted(ran), "reused": reused, "actions": actions}
+
+
+# --------------------------------------------------------------------------------------------------
+# Incremental runs: what a notebook's results depend on, and whether they are still valid
+# --------------------------------------------------------------------------------------------------
+def _sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]
+
+
+def source_hash(nb: Path) -> str:
+    """Hash of a notebook's cells (type, source, tags): outputs, execution counts and other metadata are
+    ignored, so an executed copy or a re-saved notebook hashes the same as its clean source."""
+    try:
+        cells = json.loads(nb.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError) as e:
+        raise ReproduceError(f"cannot read notebook {nb}: {e}") from e
+    norm = [(c.get("cell_type"), "".join(c.get("source", "")) if isinstance(c.get("source"), list)
+             else c.get("source", ""), sorted(c.get("metadata", {}).get("tags", []))) for c in cells]
+    return _sha(json.dumps(norm, sort_keys=True))
+
+
+def paperkit_hash(package_dir: Path = PACKAGE_DIR) -> str:
+    """Hash of every paperkit/*.py and paperkit/**/*.py (path and content): any code change counts."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts):
+        h.update(f.relative_to(package_dir).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _embedded_root(profile: str) -> Path | None:
+    """The embedded dataset's folder for ``profile`` if it is built (the path synth.default_root uses),
+    else None; never builds it, and avoids importing paperkit.data (torch) on a no-op run."""
+    from . import synth
+    prof = profiles.get_profile(profile)
+    root = synth.cache_dir() / f"synth-v{synth.VERSION}-{prof.name}-s{prof.data_seed}-{synth.synth_key(prof)}"
+    return root if (root / synth.MARKER).is_file() else None
+
+
+def _dataset_fingerprint(profile: str, data_root: str) -> str:
+    """Fingerprint of the dataset the notebooks read, without building the embedded one ("not built")."""
+    if data_root:
+        return results.dataset_info(data_root).get("fingerprint", "")
+    try:
+        root = _embedded_root(profile)
+        if root is None:
+            return "not built"
+        return results.dataset_info(root).get("fingerprint", "")
+    except Exception as e:   # never stops a run: an unknown fingerprint only makes notebooks rerun
+        return f"unknown ({type(e).__name__})"
+
+
+def _shared_inputs(profile: str, data_root: str) -> dict[str, str]:
+    return {"paperkit": paperkit_hash(), "dataset": _dataset_fingerprint(profile, data_root),
+            "packages": _sha(json.dumps(results.package_versions(), sort_keys=True))}
+
+
+def _dependencies(stem: str, stems: Sequence[str], dag: dict[str, Sequence[str]], notebook_dir: Path) -> list[str]:
+    """Stems of the notebooks ``stem`` depends on (by number), among the notebooks of its folder."""
+    num = stem[:2]
+    here = sorted(p.stem for p in notebook_dir.glob("[0-9][0-9]_*.ipynb")) or list(stems)
+    wanted = dag[num] if num in dag else [p[:2] for p in here if p[:2] < num]
+    return [p for p in here if p[:2] in set(wanted) and p != stem]
+
+
+def _entries(run_dir: Path) -> dict[str, Any]:
+    try:
+        m = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        return m.get("entries", {}) if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _inputs(nb: Path, params: dict[str, Any], shared: dict[str, str], deps: Sequence[str], run_dir: Path
+            ) -> dict[str, Any]:
+    entries = _entries(run_dir)
+    return {"source": source_hash(nb), "parameters": _sha(json.dumps(params, sort_keys=True, default=str)),
+            **shared, "dependencies": {d: entries.get(d, {}).get("run_id", "") for d in deps}}
+
+
+NAMES = {"source": "source changed", "parameters": "parameters changed", "paperkit": "paperkit changed",
+         "dataset": "dataset changed", "packages": "package versions changed"}
+
+
+def _stale(run_dir: Path, nb: Path, inputs: dict[str, Any], deps: Sequence[str], ran: set[str]) -> list[str]:
+    """Why ``nb`` must run ([] = its recorded results are still valid)."""
+    entry = _entries(run_dir).get(nb.stem)
+    if not entry:
+        return ["no previous run"]
+    if entry.get("status") != "complete":
+        return [f"previous run {entry.get('status', 'unknown')}"]
+    old = entry.get("inputs")
+    if not isinstance(old, dict):
+        return ["no record of its inputs (run before incremental reproduce)"]
+    why = [NAMES[k] for k in NAMES if old.get(k) != inputs[k]]
+    for d in deps:
+        if d in ran:
+            why.append(f"dependency {d[:2]} reran")
+        elif old.get("dependencies", {}).get(d) != inputs["dependencies"].get(d):
+            why.append(f"dependency {d[:2]} changed since")
+    for o in list(entry.get("outputs", [])) + [f"executed/{nb.name}"]:
+        p = Path(o)
+        if not (p if p.is_absolute() else run_dir / p).exists():
+            why.append(f"output missing: {o}")
+    return why
+
+
+def _mark(run_dir: Path, stem: str, action: dict[str, Any], inputs: dict[str, Any] | None = None) -> None:
+    """Record in a notebook's entry what this run did with it (and, after a complete run, its inputs)."""
+    entry = _entries(run_dir).get(stem, {})
+    entry = {**entry, "run": action}
+    if inputs is not None and entry.get("status") == "complete":   # only a complete run can be reused later
+        entry["inputs"] = inputs
+        entry["run_id"] = uuid.uuid4().hex[:16]   # new at every run: dependants compare it
+    results.update_manifest(run_dir, stem, entry)
 
 
 def _interrupted(run_dir: Path, nb: Path, profile: str, seeds: Sequence[int] | None, data_root: str,
@@ -304,8 +489,15 @@ def _finish_entry(run_dir: Path, stem: str, status: str, why: str = "") -> None:
 
 
 def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, data_root: str, timings: dict[str, float],
-                    failed: str | None, interrupted: tuple[str, str] | None = None) -> None:
+                    failed: str | None, interrupted: tuple[str, str] | None = None,
+                    actions: dict[str, dict[str, Any]] | None = None) -> None:
     root: str | None = data_root or None
+    if root is None:
+        try:
+            built = _embedded_root(profile)
+        except Exception:
+            built = None
+        root = str(built) if built is not None else None
     if root is None:  # the embedded dataset the notebooks used (cached by then; built if 00 never ran)
         from . import data
         try:
@@ -320,5 +512,9 @@ def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, da
         "total_wall_time_s": round(sum(timings.values()), 1), "failed": failed,
         "status": "interrupted" if interrupted else "failed" if failed else "complete",
         "interrupted": {"notebook": interrupted[0], "signal": interrupted[1]} if interrupted else None,
+        "notebooks": actions or {},
+        # each notebook's wall time when it last ran (this run's, or the run whose results were reused)
+        "last_run_wall_time_s": {k: v.get("wall_time_s") for k, v in sorted(_entries(run_dir).items())
+                                 if k in (actions or {}) and isinstance(v, dict)},
         "packages": results.package_versions(), "git_revision": results.git_revision(),
     })

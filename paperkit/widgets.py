@@ -21,6 +21,11 @@ PTA block are the same in every configuration, so each image goes through them o
 then evaluated as a tree (3 + 9 + 27 block runs instead of 27 x 3), for the calibration crops as for the
 val/test images. A check against a plain `model(x)` (with that configuration's full statistics loaded)
 guards this against any change of the model's forward.
+
+Without notebook 01's checkpoint (a fresh clone), `prepare` falls back to the numbers the run in
+`run_dir` recorded for this notebook (`tables/branch_comparison.csv`: all 27 configurations with
+val/test metrics, recorded latency, MAdds, params) and says so: the widget, the tables and the budget
+then work from the recorded numbers, nothing is measured or written, and there are no sample faces.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from paperkit import complexity, metrics
+from paperkit import complexity, metrics, results  # results also shows matplotlib figures as PNG
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, bn_buffers, bn_layers, load_bn_buffers,
                                 training_calibration)
 from paperkit.models.pta import (CONFIGS, META, MODES, PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2,
@@ -47,8 +52,10 @@ from paperkit.models.pta import (CONFIGS, META, MODES, PTA_TRAIN_PROBS, PTABlock
 
 __all__ = [
     "NOTEBOOK", "ALL_CONFIGS", "PAPER_CONFIGS", "REFERENCE", "MODE_NAMES", "SELECTION_SPLIT",
-    "BUDGET_FRACTIONS", "checkpoint_path", "load_pta", "load_nopta", "ScoreCache", "SampleFaces",
-    "sample_faces", "StagedBN", "staged_bn_states", "staged_scores", "calibration_set", "complexity_by_config", "measure_config_latency", "config_report",
+    "BUDGET_FRACTIONS", "RECORDED_TABLE", "checkpoint_path", "load_pta", "recorded_state", "save_outputs",
+    "record_notebook", "load_nopta", "ScoreCache", "SampleFaces",
+    "sample_faces", "StagedBN", "staged_bn_states", "staged_scores", "calibration_set", "complexity_by_config",
+    "measure_config_latency", "config_report",
     "compare", "Pick", "best_under_budget", "BranchState", "prepare", "comparison_table",
     "budget_choices", "tradeoff_figure", "sample_grid_png", "BranchUI", "build_widget",
 ]
@@ -69,6 +76,13 @@ SELECTION_SPLIT = "val"
 BUDGET_FRACTIONS: tuple[float, ...] = (0.85, 1.0, 1.25)
 LATENCY_BACKEND = "torch eager, 1 thread, batch 1, channels_last"
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "apcer", "bpcer", "acer")
+#: The table notebook 05 writes and, without 01's checkpoint, reads back (`tables/<name>.csv`).
+RECORDED_TABLE = "branch_comparison"
+#: Columns a recorded table must hold for the widget to work from it.
+RECORDED_COLUMNS: tuple[str, ...] = ("config", "params_m", "madds_m", "latency_ms", *METRIC_KEYS, "val_acer")
+#: Columns `comparison_table` derives (budget flags etc.): recomputed, never read back.
+_DERIVED_PREFIXES: tuple[str, ...] = ("fits_", "chosen_")
+_DERIVED_COLUMNS: tuple[str, ...] = ("rel_latency_hhh", "selection_split", "definition")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,6 +137,144 @@ def load_nopta(run_dir: str | Path, profile: Any = "default", required: bool = F
     model = mobilenet_v2_baseline(num_classes=2)
     load_weights(model, path)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# Without 01's checkpoint: the numbers the run recorded
+# --------------------------------------------------------------------------------------------------
+def _retrain_hint(run_dir: str | Path, profile: str) -> str:
+    return (f"run notebook 01 first, e.g. `paperkit reproduce --profile {profile} "
+            f"--run-dir {Path(run_dir).resolve()} --only 01,05`")
+
+
+def _plain(v: Any) -> Any:
+    """A CSV cell as a plain Python value (numpy scalars out, NaN kept as float)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _recorded_seed(table: pd.DataFrame, entry: Mapping[str, Any]) -> int | None:
+    if "seed" in table.columns and table["seed"].notna().any():
+        return int(table["seed"].dropna().iloc[0])
+    params = entry.get("parameters", {}) if isinstance(entry, Mapping) else {}
+    if params.get("seed") is not None:
+        return int(params["seed"])
+    seeds = params.get("seeds")
+    if isinstance(seeds, (list, tuple)) and seeds:
+        return int(seeds[0])
+    if isinstance(seeds, (int, str)) and str(seeds).strip().lstrip("-").isdigit():
+        return int(seeds)
+    return None
+
+
+def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | None = None) -> BranchState:
+    """A `BranchState` built from what notebook 05 recorded in `run_dir` (no model, no data, no timing).
+
+    Reads `tables/branch_comparison.csv` (one row per configuration, the No-PTA reference optional) and,
+    for provenance, the notebook's entry in `manifest.json`. The table must hold all 27 configurations
+    and the columns of `RECORDED_COLUMNS`; it must come from the same profile (and seed, when given)
+    as asked for. Raises FileNotFoundError when there is no such table, ValueError when it is unusable.
+    """
+    import json
+
+    name = _profile_name(profile)
+    path = Path(run_dir) / "tables" / f"{RECORDED_TABLE}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no recorded comparison at {path}")
+    table = pd.read_csv(path)
+    lacking = [c for c in RECORDED_COLUMNS if c not in table.columns]
+    if lacking:
+        raise ValueError(f"{path} lacks column(s) {lacking}: it was not written by notebook 05; "
+                         f"{_retrain_hint(run_dir, name)}")
+    configs = [str(c) for c in table["config"]]
+    absent = [c for c in ALL_CONFIGS if c not in configs]
+    if absent or len(set(configs)) != len(configs):
+        raise ValueError(f"{path} must hold each of the 27 configurations once (absent: {absent}); "
+                         f"{_retrain_hint(run_dir, name)}")
+    manifest: dict[str, Any] = {}
+    mpath = Path(run_dir) / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    entries = manifest.get("entries", {}) if isinstance(manifest, dict) else {}
+    entry = entries.get(NOTEBOOK, {}) if isinstance(entries, dict) else {}
+    entry = entry if isinstance(entry, dict) else {}
+    if entry.get("status") == "running":  # `paperkit reproduce` marks the notebook it is running so
+        raise ValueError(f"{mpath} says {NOTEBOOK} is being rerun (by `paperkit reproduce`): a reproduction "
+                         "scores the model it trained, so include notebook 01 in the same run (--only 01,05)")
+    rec_profile = (entry.get("parameters") or {}).get("profile")
+    if rec_profile is not None and str(rec_profile) != name:
+        raise ValueError(f"{path} was recorded with profile {rec_profile!r}, not {name!r}; "
+                         f"{_retrain_hint(run_dir, name)}")
+    rec_seed = _recorded_seed(table, entry)
+    if seed is not None and rec_seed is not None and int(seed) != rec_seed:
+        raise ValueError(f"{path} was recorded with seed {rec_seed}, not {seed}; {_retrain_hint(run_dir, name)}")
+    bn_recorded = "bn" in table.columns
+    reports: dict[str, dict[str, Any]] = {}
+    # the 27 in the table's order (other rows, e.g. from a later model, are not this widget's)
+    order = ([REFERENCE] if REFERENCE in configs else []) + [c for c in configs if c in ALL_CONFIGS]
+    rows = {str(r["config"]): r for r in table.to_dict("records")}
+    for c in order:
+        row = {k: _plain(v) for k, v in rows[c].items()
+               if k not in _DERIVED_COLUMNS and not k.startswith(_DERIVED_PREFIXES)}
+        row["config"] = c
+        for k in RECORDED_COLUMNS[1:]:
+            row[k] = float(row[k])
+        if not math.isfinite(row["latency_ms"]) or row["latency_ms"] <= 0:
+            raise ValueError(f"{path}: {c} has no recorded latency ({row['latency_ms']}); "
+                             f"{_retrain_hint(run_dir, name)}")
+        is_ref = c == REFERENCE
+        row.setdefault("blocks", "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in c))
+        if not bn_recorded or not isinstance(row.get("bn"), str):
+            row["bn"] = "n/a" if is_ref else "shared"
+        row.setdefault("latency_backend", LATENCY_BACKEND)
+        row.setdefault("dataset", "")
+        row.setdefault("paper_config", c in META)
+        row.setdefault("trained_config", bool(is_ref or c in PTA_TRAIN_PROBS))
+        row["samples"] = []
+        reports[c] = row
+    datasets = sorted({str(r["dataset"]) for r in reports.values() if str(r["dataset"]) not in ("", "nan")})
+    prior = entries.get("01_pta_mobilenet", {}) if isinstance(entries, dict) else {}
+    provenance = {
+        "table": str(path), "run_dir": str(Path(run_dir).resolve()), "profile": name, "seed": rec_seed,
+        "git_revision": str(entry.get("git_revision", "unknown")), "status": str(entry.get("status", "unknown")),
+        "manifest_updated": str(manifest.get("updated", "unknown")) if isinstance(manifest, dict) else "unknown",
+        "python": str((entry.get("packages") or {}).get("python", "unknown")),
+        "torch": str((entry.get("packages") or {}).get("torch", "unknown")),
+        "bn_recorded": bn_recorded,
+        "train_wall_time_s": prior.get("wall_time_s") if isinstance(prior, dict) else None,
+        "latency_backend": str(reports["HHH"].get("latency_backend", LATENCY_BACKEND)),
+    }
+    bn = str(reports["HHH"]["bn"])
+    return BranchState(model=None, reports=reports, samples=None, dataset="; ".join(datasets) or "unknown dataset",
+                       root=None, run_dir=Path(run_dir), profile=name,
+                       seed=rec_seed if rec_seed is not None else int(seed or 0), bn=bn,
+                       source="recorded", provenance=provenance)
+
+
+def _recorded_notice(state: BranchState, checkpoint: Path) -> str:
+    """The first thing notebook 05 prints on the recorded path: which run, what that means, how to go live."""
+    p = state.provenance
+    n_pta = len(state.configs)
+    ref = " + No-PTA reference" if REFERENCE in state.reports else ""
+    bn = (f"BatchNorm: {state.bn}" if p.get("bn_recorded") else
+          "BatchNorm: shared (the checkpoint's statistics; this table predates per-configuration recalibration)")
+    took = p.get("train_wall_time_s")
+    took_s = f" (it took {float(took) / 60:.0f} min in that run)" if isinstance(took, (int, float)) else ""
+    return "\n".join([
+        f"RECORDED RUN, not a live one: notebook 01's checkpoint {checkpoint} is not here, so this notebook "
+        "shows what the run in run_dir recorded for it and retrains, rescores and measures nothing.",
+        f"  run: {p['run_dir']} (profile {p['profile']}, seed {p['seed'] if p['seed'] is not None else 'unknown'}, "
+        f"git {p['git_revision']}, manifest updated {p['manifest_updated']}, torch {p['torch']}); "
+        f"table: {p['table']}; dataset: {state.dataset}; {n_pta} configurations{ref}",
+        f"  latencies are the RECORDED ones ({p['latency_backend']}, measured on the machine of that run), "
+        "not measured on this machine; val/test metrics are the recorded ones; " + bn,
+        "  sample-face previews are absent (they need the model); nothing is written to run_dir",
+        f"  for live scores, latencies and sample faces: {_retrain_hint(p['run_dir'], p['profile'])}{took_s}, "
+        "or run notebook 01 with the same parameters, then rerun this notebook",
+    ])
 
 
 def calibration_set(loaders: Mapping[str, Any], profile: Any) -> CalibrationSet:
@@ -583,7 +735,7 @@ def _rank_key(r: Mapping[str, Any], by: str) -> tuple[float, float, float, str]:
 
 
 def best_under_budget(reports: Mapping[str, Mapping[str, Any]], budget_ms: float, by: str = "val_acer",
-                      include_reference: bool = False) -> Pick:
+                      include_reference: bool = False, machine: str = "on this machine") -> Pick:
     """The most accurate PTA configuration whose measured latency fits `budget_ms` on this machine.
 
     Most accurate = lowest `by` (validation ACER: choosing on the test split would overfit the report);
@@ -598,7 +750,7 @@ def best_under_budget(reports: Mapping[str, Mapping[str, Any]], budget_ms: float
     fits = [r for r in pool if float(r["latency_ms"]) <= budget_ms]
     if not fits:
         fastest = min(pool, key=lambda r: float(r["latency_ms"]))
-        return Pick(None, f"no configuration fits {budget_ms:.2f} ms on this machine: the fastest, "
+        return Pick(None, f"no configuration fits {budget_ms:.2f} ms {machine}: the fastest, "
                           f"{fastest['config']}, takes {float(fastest['latency_ms']):.2f} ms")
     best = min(fits, key=lambda r: _rank_key(r, by))
     score = float(best.get(by, math.nan))
@@ -617,9 +769,13 @@ def best_under_budget(reports: Mapping[str, Mapping[str, Any]], budget_ms: float
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class BranchState:
-    """One trained PTA model, its reports per configuration, sample faces, and the UI selection."""
+    """One trained PTA model, its reports per configuration, sample faces, and the UI selection.
 
-    model: PTAMobileNetV2
+    `source` is "live" (scored and timed now from 01's checkpoint) or "recorded" (read back from the
+    run's `tables/branch_comparison.csv` by `recorded_state`: no model, no samples, `provenance` says
+    which run)."""
+
+    model: PTAMobileNetV2 | None
     reports: dict[str, dict[str, Any]]
     samples: SampleFaces | None = None
     dataset: str = ""
@@ -634,6 +790,17 @@ class BranchState:
     pinned: str | None = None
     budget_ms: float | None = None
     outputs: list[Path] = field(default_factory=list)
+    source: str = "live"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recorded(self) -> bool:
+        return self.source == "recorded"
+
+    @property
+    def machine(self) -> str:
+        """Where the latencies were measured, in words."""
+        return "on the recorded run's machine" if self.recorded else "on this machine"
 
     @property
     def configs(self) -> list[str]:
@@ -662,7 +829,7 @@ class BranchState:
     def apply_budget(self, budget_ms: float) -> Pick:
         """Select the best configuration within `budget_ms` (the selection stays when nothing fits)."""
         self.budget_ms = float(budget_ms)
-        pick = best_under_budget(self.reports, budget_ms)
+        pick = best_under_budget(self.reports, budget_ms, machine=self.machine)
         if pick.config is not None:
             self.current = pick.config
         return pick
@@ -670,10 +837,14 @@ class BranchState:
 
 def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path = "../results",
             seeds: Any = None, configs: Sequence[str] = ALL_CONFIGS, n_samples: int = 8,
-            progress: bool = True, recalibrate: bool = True) -> BranchState:
+            progress: bool = True, recalibrate: bool = True, fallback: bool = True) -> BranchState:
     """Load 01's PTA model (and No-PTA reference) of the first of `seeds`, re-estimate BatchNorm
     statistics per configuration on clean training crops, score every configuration on val and test
     once, count params/MAdds, measure latency now, and build a report per configuration.
+
+    Without 01's checkpoint (a fresh clone) and with `fallback`, the state comes from what this notebook
+    recorded in `run_dir` (`recorded_state`), and the first thing printed says so, which run it was and
+    how to retrain; with neither, a FileNotFoundError says to run notebook 01.
 
     `recalibrate=False` scores every configuration with the statistics the checkpoint holds (what the
     paper's evaluation does with the shared running averages), for comparison only.
@@ -684,6 +855,16 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
     started = time.time()
     prof = get_profile(profile)
     seed = resolve_seeds(prof, seeds)[0]
+    ckpt = checkpoint_path(run_dir, prof.name, "pta", seed)
+    if fallback and not ckpt.is_file():
+        try:
+            st = recorded_state(run_dir, prof.name, seed)
+        except (FileNotFoundError, ValueError) as e:
+            raise FileNotFoundError(f"{_missing(ckpt, prof.name, run_dir, 'PTA model', seed)}; and no recorded "
+                                    f"numbers to show instead: {e}") from None
+        st.started = started
+        print(_recorded_notice(st, ckpt), flush=True)
+        return st
     model = load_pta(run_dir, prof.name, seed)  # fail fast, before building any data
     ref = load_nopta(run_dir, prof.name, seed=seed)
     d = open_data(prof, data_root)
@@ -725,8 +906,6 @@ def _check_table3(reports: Mapping[str, Mapping[str, Any]], run_dir: str | Path,
                   bn: str = "recalibrated") -> float | None:
     """Our test ACER should match notebook 01's Table 3 (same model, same test split, same BatchNorm
     statistics, threshold 0.5); say if not."""
-    from paperkit import results
-
     t3 = results.read_table(run_dir, "table3_quality")
     if t3 is None or "config" not in t3:
         return None
@@ -755,7 +934,7 @@ def budget_choices(state: BranchState, fractions: Sequence[float] = BUDGET_FRACT
     rows = []
     for f in list(fractions) + [0.0]:
         budget = hhh * f if f > 0 else min(float(r["latency_ms"]) for r in state.reports.values()) * 0.5
-        pick = best_under_budget(state.reports, budget)
+        pick = best_under_budget(state.reports, budget, machine=state.machine)
         r = state.reports.get(pick.config or "", {})
         rows.append({"budget": _budget_tag(f) if f > 0 else "half_fastest", "budget_ms": budget,
                      "chosen": pick.config or "none", "latency_ms": r.get("latency_ms", math.nan),
@@ -772,7 +951,7 @@ def comparison_table(state: BranchState, fractions: Sequence[float] = BUDGET_FRA
     hhh = float(state.reports["HHH"]["latency_ms"])
     for f in fractions:
         tag = _budget_tag(f)
-        pick = best_under_budget(state.reports, hhh * f)
+        pick = best_under_budget(state.reports, hhh * f, machine=state.machine)
         df[f"fits_{tag}"] = (df["latency_ms"] <= hhh * f) & (df["config"] != REFERENCE)
         df[f"chosen_{tag}"] = df["config"] == pick.config
     df["rel_latency_hhh"] = df["latency_ms"] / hhh
@@ -803,7 +982,9 @@ def tradeoff_figure(state: BranchState) -> Any:
         bold = r["paper_config"] or c == REFERENCE
         ax.annotate(c, (r["latency_ms"], r["acer"]), xytext=(3, 3), textcoords="offset points",
                     fontsize=8 if bold else 6, fontweight="bold" if bold else "normal")
-    ax.set_xlabel(f"latency (ms), {LATENCY_BACKEND}, measured now")
+    when = (f"recorded (run {state.provenance.get('git_revision', '?')}), not measured here" if state.recorded
+            else "measured now")
+    ax.set_xlabel(f"latency (ms), {LATENCY_BACKEND}, {when}")
     ax.set_ylabel("test ACER (%)")
     ax.set_title(f"PTA configurations: latency vs test ACER (large markers: the paper's six)\n{state.dataset}",
                  fontsize=9)
@@ -818,6 +999,31 @@ def _group(config: str) -> str:
     return "trained (Table 2)" if config in PTA_TRAIN_PROBS else "untrained mix"
 
 
+def save_outputs(state: BranchState, run_dir: str | Path, table: pd.DataFrame, choices: pd.DataFrame,
+                 figure: Any) -> list[Path]:
+    """Write `tables/branch_comparison.csv`, `tables/branch_budget_choice.csv` and
+    `figures/branch_tradeoff.png` (live path). On the recorded path nothing is written: the recorded
+    files stay as the run left them (a fresh clone stays clean), and an empty list is returned."""
+    if state.recorded:
+        print(f"recorded run: nothing written; {Path(run_dir) / 'tables'} keeps the recorded tables")
+        return []
+    return [results.write_table(run_dir, RECORDED_TABLE, table),
+            results.write_table(run_dir, "branch_budget_choice", choices),
+            results.save_figure(run_dir, "branch_tradeoff", figure)]
+
+
+def record_notebook(state: BranchState, run_dir: str | Path, params: Mapping[str, Any],
+                    outputs: Sequence[Path]) -> Path | None:
+    """This notebook's manifest entry through `paperkit.results.record_notebook` (live path). On the
+    recorded path the manifest keeps the recorded run's entry (it vouches for the files shown) and None
+    is returned."""
+    if state.recorded:
+        print(f"recorded run: {Path(run_dir) / 'manifest.json'} keeps the entry of the run shown "
+              f"(git {state.provenance.get('git_revision', '?')})")
+        return None
+    return results.record_notebook(run_dir, NOTEBOOK, dict(params), state.root, state.started, outputs)
+
+
 def sample_grid_png(state: BranchState, configs: Sequence[str] | None = None) -> bytes:
     """PNG of the sample faces, each titled with its true label and the spoof score per shown configuration."""
     from matplotlib.figure import Figure
@@ -826,7 +1032,8 @@ def sample_grid_png(state: BranchState, configs: Sequence[str] | None = None) ->
     samples = state.samples
     if samples is None or not samples.indices:
         fig = Figure(figsize=(3, 1))
-        fig.text(0.5, 0.5, "no sample faces", ha="center")
+        fig.text(0.5, 0.5, "no sample faces (recorded run: they need notebook 01's checkpoint)"
+                 if state.recorded else "no sample faces", ha="center")
     else:
         n = len(samples.indices)
         cols = min(n, 4)
@@ -869,6 +1076,8 @@ class BranchUI:
     table: Any
     grid: Any
     _syncing: bool = False
+    note: Any = None  # what is missing on the recorded path (sample faces), None when live
+    log: Any = None  # ipywidgets.Output: a callback's traceback shows here, in the notebook (not a hidden log)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.root._repr_mimebundle_(**kwargs)
@@ -884,8 +1093,10 @@ class BranchUI:
         cols = ["config", "blocks", "params_m", "madds_m", "latency_ms", *METRIC_KEYS, "val_acer"]
         self.table.value = (f"<b>shown: {', '.join(shown)}</b>"
                             + (f" (pinned: {self.state.pinned})" if self.state.pinned else "")
-                            + df[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}"))
-        self.grid.value = sample_grid_png(self.state, shown)
+                            + df[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}",
+                                               classes="paperkit-shown"))
+        if self.state.samples is not None or not self.state.recorded:
+            self.grid.value = sample_grid_png(self.state, shown)
 
     def set_config(self, config: str) -> None:
         """Move the toggles to `config` and redraw once."""
@@ -898,26 +1109,37 @@ class BranchUI:
             self._syncing = False
         self.refresh()
 
+    def _shown_errors(self) -> Any:
+        """Context for a callback: in a kernel, an exception is shown as a traceback in `log` (inside the
+        widget) instead of going to JupyterLab's log console; without one (tests) it propagates."""
+        import contextlib
+
+        return self.log if self.log is not None else contextlib.nullcontext()
+
     def on_toggle(self, _change: Any = None) -> None:
         if self._syncing:
             return
-        self.state.select(self.config)
-        self.refresh()
+        with self._shown_errors():
+            self.state.select(self.config)
+            self.refresh()
 
     def on_pin(self, _button: Any = None) -> None:
-        self.state.pin()
-        self.refresh()
+        with self._shown_errors():
+            self.state.pin()
+            self.refresh()
 
     def on_unpin(self, _button: Any = None) -> None:
-        self.state.unpin()
-        self.refresh()
+        with self._shown_errors():
+            self.state.unpin()
+            self.refresh()
 
     def on_budget(self, change: Any = None) -> None:
-        value = float(change["new"]) if isinstance(change, Mapping) else float(self.budget.value)
-        pick = self.state.apply_budget(value)
-        self.budget_label.value = f"<i>budget {value:.2f} ms: {pick.reason}</i>"
-        if pick.config is not None:
-            self.set_config(pick.config)
+        with self._shown_errors():
+            value = float(change["new"]) if isinstance(change, Mapping) else float(self.budget.value)
+            pick = self.state.apply_budget(value)
+            self.budget_label.value = f"<i>budget {value:.2f} ms: {pick.reason}</i>"
+            if pick.config is not None:
+                self.set_config(pick.config)
 
 
 def build_widget(state: BranchState) -> BranchUI:
@@ -925,7 +1147,7 @@ def build_widget(state: BranchState) -> BranchUI:
     output area (comparison table + sample faces). Works without a browser (papermill, tests)."""
     import ipywidgets as w
 
-    n = len(state.model.pta_blocks)
+    n = len(state.model.pta_blocks) if state.model is not None else len(state.current)
     options = [(MODE_NAMES[m], m) for m in MODES]
     toggles = [w.ToggleButtons(options=options, value=state.current[i], description=f"PTA block {i + 1}",
                                style={"button_width": "70px"}) for i in range(n)]
@@ -940,16 +1162,33 @@ def build_widget(state: BranchState) -> BranchUI:
                   pin_button=w.Button(description="Pin", tooltip="keep this configuration for comparison"),
                   unpin_button=w.Button(description="Unpin"), budget=budget,
                   budget_label=w.HTML("<i>move the budget to pick the most accurate (validation ACER) "
-                                      "configuration that fits on this machine</i>"),
-                  table=w.HTML(), grid=w.Image(format="png"))
+                                      f"configuration that fits {state.machine}</i>"),
+                  table=w.HTML(), grid=w.Image(format="png"), log=w.Output())
     for t in toggles:
         t.observe(ui.on_toggle, names="value")
     ui.pin_button.on_click(ui.on_pin)
     ui.unpin_button.on_click(ui.on_unpin)
     budget.observe(ui.on_budget, names="value")
-    ui.root = w.VBox([w.HTML(f"<b>MobileNetV2+PTA branch configurations</b> ({state.dataset}); latency: "
-                             f"{LATENCY_BACKEND}, measured on this machine"),
-                      *toggles, w.HBox([ui.pin_button, ui.unpin_button]), budget, ui.budget_label,
-                      ui.table, ui.grid])
+    if state.recorded:
+        p = state.provenance
+        where = (f"<b>recorded</b> in run {p.get('git_revision', '?')} of {p.get('run_dir', '?')} "
+                 f"({LATENCY_BACKEND}), <b>not measured on this machine</b>")
+        ui.note = w.HTML("<i>recorded run: no sample faces (they need notebook 01's checkpoint); "
+                         "retrain with notebook 01 or <code>paperkit reproduce --only 01,05</code> for live "
+                         "latencies and sample faces</i>")
+        ui.note.add_class("paperkit-note")
+        ui.grid.layout.display = "none"
+    else:
+        where = f"{LATENCY_BACKEND}, measured on this machine"
+    header = w.HTML(f"<b>MobileNetV2+PTA branch configurations</b> ({state.dataset}); latency: {where}")
+    for widget, cls in [(header, "paperkit-header"), (ui.pin_button, "paperkit-pin"),
+                        (ui.unpin_button, "paperkit-unpin"), (budget, "paperkit-budget"),
+                        (ui.budget_label, "paperkit-budget-label"), (ui.table, "paperkit-table"),
+                        (ui.grid, "paperkit-grid"), (ui.log, "paperkit-log"),
+                        *[(t, f"paperkit-block-{i + 1}") for i, t in enumerate(toggles)]]:
+        widget.add_class(cls)
+    ui.root = w.VBox([header, *toggles, w.HBox([ui.pin_button, ui.unpin_button]), budget, ui.budget_label,
+                      ui.log, ui.table, *([ui.note] if ui.note is not None else []), ui.grid])
+    ui.root.add_class("paperkit-branches")
     ui.refresh()
     return ui

@@ -15,6 +15,12 @@ from paperkit import data
 from paperkit.profiles import get_profile
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Index and crop caches of these tests go to a per-test folder, never the user's cache."""
+    monkeypatch.setenv("PAPERKIT_CACHE", str(tmp_path / "cache"))
+
+
 def _profile(**kw):
     base = dict(num_workers=0, batch_size=4, input_size=32, val_fraction=0.2)
     base.update(kw)

@@ -94,6 +94,15 @@ def test_quality_tables_carry_intervals_and_both_operating_points(smoke_run):
         assert {"test", "val"} <= set(pred["split"]) and pred["score"].between(0, 1).all(), name
 
 
+def test_notebook_05_ran_live_with_recalibrated_statistics(smoke_run):
+    run_dir, _ = smoke_run
+    nb = json.loads((run_dir / "executed" / "05_compare_branches.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+                   for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "RECORDED RUN" not in text and text.startswith("profile smoke; seed 0")
+    assert (pd.read_csv(run_dir / "tables" / "branch_comparison.csv")["bn"] == "recalibrated").sum() == 27
+
+
 def test_same_profile_and_seed_give_same_metrics(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     out = _reproduce(tmp_path, "--only", "00,01")

@@ -311,3 +311,149 @@ def test_sample_faces_balance_live_and_attack(labels, n, expect):
     s = widgets.sample_faces(_FakeSet(labels), n, seed=0)
     assert (s.labels.count(0), s.labels.count(1)) == expect
     assert s.indices == sorted(set(s.indices)) and s.indices == widgets.sample_faces(_FakeSet(labels), n, 0).indices
+
+
+# ------------------------------------------------------------------------------------------ recorded run (fresh clone)
+REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
+_LAT = {"H": 3.0, "L": 1.0, "B": 4.0}  # ms per block: HHH 9, LLL 3, BBB 12
+_VAL = {"H": 2.0, "L": 4.0, "B": 1.0}  # validation ACER per block, weighted by position
+
+
+def write_recorded_run(run_dir, profile="default", seed=None, drop=(), status="complete", configs=None):
+    """A run folder as a fresh clone has it: notebook 05's table and manifest entry, no checkpoint."""
+    import pandas as pd
+
+    rows = [{"config": "NoPTA", "blocks": "reference model", "dataset": "hand-made", "params_m": 2.2,
+             "madds_m": 104.0, "latency_ms": 2.0, "accuracy": 99.0, "apcer": 0.0, "bpcer": 0.0, "acer": 0.0,
+             "val_acer": 0.0}]
+    for c in configs or widgets.ALL_CONFIGS:
+        val = sum(_VAL[m] * (1 + 0.1 * i) for i, m in enumerate(c))
+        rows.append({"config": c, "dataset": "hand-made", "params_m": 2.0, "madds_m": 10 * sum(_LAT[m] for m in c),
+                     "latency_ms": sum(_LAT[m] for m in c), "accuracy": 90.0, "apcer": val, "bpcer": val + 2,
+                     "acer": val + 1, "val_acer": val, "fits_100pct_hhh": True, "definition": "hand-made"})
+    df = pd.DataFrame(rows).drop(columns=list(drop))
+    df.to_csv(results.run_path(run_dir, "tables", f"{widgets.RECORDED_TABLE}.csv"), index=False)
+    results.update_manifest(run_dir, widgets.NOTEBOOK, {
+        "status": status, "parameters": {"profile": profile, "data_root": "", "run_dir": "../results",
+                                         "seeds": seed}, "git_revision": "abc1234", "outputs": []})
+    return run_dir
+
+
+def test_fresh_clone_shows_the_recorded_run_and_says_so(tmp_path, capsys):
+    run_dir = write_recorded_run(tmp_path / "results")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    st = widgets.prepare("default", "", run_dir, None)
+    first = capsys.readouterr().out.splitlines()
+    assert first[0].startswith("RECORDED RUN") and "01_pta_default_s0/best.pt" in first[0]
+    text = "\n".join(first)
+    for needle in (str(run_dir.resolve()), "git abc1234", "latencies are the RECORDED ones", "not measured on this",
+                   "sample-face previews are absent", "--only 01,05", "run notebook 01", "BatchNorm: shared"):
+        assert needle in text, needle
+    assert st.recorded and st.model is None and st.samples is None and st.profile == "default"
+    assert set(st.reports) == set(widgets.ALL_CONFIGS) | {widgets.REFERENCE}
+    assert st.reports["LLL"]["latency_ms"] == 3.0 and st.reports["LLL"]["samples"] == []
+    assert "fits_100pct_hhh" not in st.reports["LLL"] and st.reports["LLL"]["bn"] == "shared"
+    # the notebook's tables and figure work from the recorded numbers; nothing is written or recorded
+    table = widgets.comparison_table(st)
+    assert len(table) == 28 and table.loc[table["config"] == "HHH", "chosen_100pct_hhh"].item() is False
+    assert table.loc[table["config"] == "LBB", "chosen_100pct_hhh"].item()  # 9 ms = HHH: LBB fits, lowest val
+    choices = widgets.budget_choices(st)
+    assert "recorded run's machine" in choices.iloc[-1]["reason"]
+    fig = widgets.tradeoff_figure(st)
+    assert "recorded" in fig.axes[0].get_xlabel()
+    assert widgets.save_outputs(st, run_dir, table, choices, fig) == []
+    assert widgets.record_notebook(st, run_dir, {"profile": "default"}, []) is None
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_widget_works_from_the_recorded_numbers(tmp_path, capsys):
+    st = widgets.prepare("default", "", write_recorded_run(tmp_path), None)
+    ui = widgets.build_widget(st)
+    assert "application/vnd.jupyter.widget-view+json" in ui._repr_mimebundle_()
+    assert len(ui.toggles) == 3 and ui.config == "HHH"
+    assert ui.grid.layout.display == "none" and "no sample faces" in ui.note.value
+    assert "not measured on this machine" in ui.root.children[0].value
+    # toggle: the configuration and its recorded latency / ACER on screen
+    ui.toggles[0].value = "L"
+    assert ui.state.current == "LHH"
+    row = _html_row(ui.table.value, "LHH")
+    assert row[4] == "7.00" and row[8] == f"{st.reports['LHH']['acer']:.2f}"
+    # pin: the pinned configuration stays as a second row
+    ui.pin_button.click()
+    ui.toggles[2].value = "B"
+    assert ui.state.shown() == ["LHB", "LHH"] and _html_row(ui.table.value, "LHH") and _html_row(ui.table.value, "LHB")
+    ui.unpin_button.click()
+    assert ui.state.shown() == ["LHB"] and not _html_row(ui.table.value, "LHH")
+    # budget: the best recorded validation ACER within it
+    ui.budget.value = 7.0
+    assert ui.state.current == ui.config == "LHH" and "LHH" in ui.budget_label.value
+    ui.budget.value = 5.0
+    assert ui.config == "LLH"
+    ui.budget.value = ui.budget.max
+    assert ui.config == "BBB"  # NoPTA (2 ms, 0% ACER) is a reference, never chosen
+    ui.budget.value = 2.5
+    assert ui.config == "BBB" and "recorded run's machine" in ui.budget_label.value
+
+
+def _html_row(html, config):
+    """The cells of `config`'s row in the widget's table (config, blocks, params, MAdds, latency, ...)."""
+    import re
+
+    for tr in re.findall(r"<tr>(.*?)</tr>", html, flags=re.S):
+        cells = [c.strip() for c in re.findall(r"<td>(.*?)</td>", tr, flags=re.S)]
+        if cells and cells[0] == config:
+            return cells
+    return []
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"profile": "smoke"}, "recorded with profile 'smoke'"),
+    ({"seed": [2]}, "recorded with seed 2"),
+    ({"drop": ("val_acer",)}, r"lacks column\(s\) \['val_acer'\]"),
+    ({"configs": widgets.ALL_CONFIGS[:-1]}, "each of the 27 configurations"),
+    ({"status": "running"}, "being rerun.*--only 01,05"),
+])
+def test_recorded_run_that_does_not_fit_is_refused(tmp_path, kw, match):
+    write_recorded_run(tmp_path, **kw)
+    with pytest.raises(FileNotFoundError, match=r"no trained PTA model.*notebook 01.*no recorded numbers.*" + match):
+        widgets.prepare("default", "", tmp_path, None)
+
+
+def test_without_fallback_a_missing_checkpoint_still_stops(tmp_path):
+    write_recorded_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match="01_pta_default_s0"):
+        widgets.prepare("default", "", tmp_path, None, fallback=False)
+
+
+@pytest.mark.skipif(not (REPO_RESULTS / "tables" / "branch_comparison.csv").is_file(), reason="no committed run")
+def test_the_committed_default_run_is_usable_on_a_fresh_clone(capsys):
+    st = widgets.recorded_state(REPO_RESULTS, "default", 0)
+    assert set(widgets.ALL_CONFIGS) <= set(st.reports) and st.provenance["git_revision"] != "unknown"
+    ui = widgets.build_widget(st)
+    ui.budget.value = ui.budget.max
+    assert ui.config == widgets.best_under_budget(st.reports, ui.budget.max).config
+
+
+def test_what_the_live_path_writes_reads_back(state, tmp_path, capsys):
+    """The table notebook 05 writes on the live path is the one a fresh clone falls back to."""
+    run_dir = tmp_path / "run"
+    widgets.save_outputs(state, run_dir, widgets.comparison_table(state), widgets.budget_choices(state),
+                         widgets.tradeoff_figure(state))
+    back = widgets.recorded_state(run_dir, "smoke", 0)
+    assert set(back.reports) == set(state.reports) and back.bn == state.bn == "recalibrated"
+    for c, r in state.reports.items():
+        for k in ("latency_ms", "val_acer", "acer", "madds_m", "params_m"):
+            assert back.reports[c][k] == pytest.approx(r[k], rel=1e-5, nan_ok=True), (c, k)
+    assert widgets.best_under_budget(back.reports, 1e9).config == widgets.best_under_budget(state.reports, 1e9).config
+
+
+def test_recorded_table_with_a_missing_latency_is_refused(tmp_path):
+    import pandas as pd
+
+    write_recorded_run(tmp_path)
+    path = tmp_path / "tables" / f"{widgets.RECORDED_TABLE}.csv"
+    df = pd.read_csv(path)
+    df.loc[df["config"] == "BLH", "latency_ms"] = float("nan")
+    df.to_csv(path, index=False)
+    with pytest.raises(FileNotFoundError, match="BLH has no recorded latency"):
+        widgets.prepare("default", "", tmp_path, None)
