@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 from paperkit import cli, reproduce
 
@@ -22,12 +23,7 @@ DAG = {"00": (), "01": ("00",), "02": ("00",), "03": ("01",)}   # 00 -> 01 -> 03
 
 
 def _notebook(path: Path, extra_params: str = "", x: int = 1) -> None:
-    cell = nbformat.v4.new_code_cell(PARAMS + extra_params)
-    cell.metadata["tags"] = ["parameters"]
-    body = f"NAME = {path.stem!r}\nX = {x}\n" + BODY
-    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+    write_notebook(path, PARAMS + extra_params, f"NAME = {path.stem!r}\nX = {x}\n" + BODY)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+from tiny_notebooks import write_notebook
 
 from paperkit import cli, reproduce, results
 
@@ -22,12 +22,7 @@ DRIVER = ("import sys; from pathlib import Path; from paperkit import cli, repro
 PARAMS = 'profile = "smoke"\ndata_root = ""\nrun_dir = ""\nseeds = None'
 
 
-def _notebook(path: Path, params: str, body: str) -> None:
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
+_notebook = write_notebook
 
 
 @pytest.fixture
