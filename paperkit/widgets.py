@@ -909,9 +909,8 @@ def _check_table3(reports: Mapping[str, Mapping[str, Any]], run_dir: str | Path,
     t3 = results.read_table(run_dir, "table3_quality")
     if t3 is None or "config" not in t3:
         return None
-    if {"bn", "operating_point", "seed"} <= set(t3.columns):
-        t3 = t3[(t3["operating_point"] == "fixed_0.5") & (t3["seed"].astype(str) == str(seed))
-                & ((t3["config"] == REFERENCE) | (t3["bn"] == bn))]
+    from paperkit.studies.pta import table3_rows
+    t3 = table3_rows(t3, seed, bn)
     diffs = [abs(float(r["acer"]) - float(reports[c]["acer"])) for c, r in t3.set_index("config").iterrows()
              if c in reports]
     worst = max(diffs, default=0.0)

@@ -1196,12 +1196,9 @@ def _pta_points(run_dir: Path) -> pd.DataFrame | None:
     lat_col = next((c for c in ("latency_ms_ort", "latency_ms", "latency_ms_torch") if c in t4), None)
     if lat_col is None:
         return None
+    from paperkit.studies.pta import table3_rows
+    t3 = table3_rows(t3)
     t3 = t3[t3["config"] != "NoPTA"]
-    for col, keep in (("operating_point", "fixed_0.5"), ("bn", "recalibrated")):
-        if col in t3:
-            t3 = t3[t3[col] == keep]
-    if "seed" in t3 and len(t3):
-        t3 = t3[t3["seed"].astype(str) == str(t3["seed"].iloc[0])]
     df = t4[["config", lat_col]].merge(t3[["config", "acer"]], on="config")
     return df.rename(columns={lat_col: "latency_ms"}).dropna()
 

@@ -428,6 +428,22 @@ def table3(study: Study) -> pd.DataFrame:
     return df
 
 
+def table3_rows(t3: pd.DataFrame, seed: int | str | None = None, bn: str = BN_RECALIBRATED,
+                operating_point: str = "fixed_0.5") -> pd.DataFrame:
+    """The slice of Table 3 that readers of it (Table 5, the summary, notebooks 03 and 05) compare:
+    one operating point, one seed (the first when None), No-PTA plus the PTA rows with statistics `bn`.
+    A table from before those columns existed is returned as it is."""
+    out = t3
+    if "operating_point" in out:
+        out = out[out["operating_point"] == operating_point]
+    if "seed" in out and len(out):
+        pick = str(out["seed"].iloc[0]) if seed is None else str(seed)
+        out = out[out["seed"].astype(str) == pick]
+    if "bn" in out:
+        out = out[(out["config"] == "NoPTA") | (out["bn"] == bn)]
+    return out
+
+
 def table3_view(study: Study, operating_point: str = "fixed_0.5") -> pd.DataFrame:
     """Table 3 as the paper prints it (one operating point), ours with CIs beside the paper's numbers."""
     t3 = study.tables.get("table3")
@@ -567,10 +583,9 @@ def table5(study: Study) -> pd.DataFrame:
     rows = []
     for seed in study.seeds:
         run = _require_run(study, seed)
-        sel = t3[(t3["seed"].astype(str) == str(seed)) & (t3["operating_point"] == "fixed_0.5")
-                 & t3["bn"].isin([BN_NONE, BN_RECALIBRATED])]
-        shared = t3[(t3["seed"].astype(str) == str(seed)) & (t3["operating_point"] == "fixed_0.5")
-                    & (t3["bn"] == BN_SHARED)]
+        sel = table3_rows(t3, seed, BN_RECALIBRATED)
+        shared = table3_rows(t3, seed, BN_SHARED)
+        shared = shared[shared["config"] != "NoPTA"]
         epoch_ref = None
         for key, name in MODEL_NAMES.items():
             hist = run.histories[key]
