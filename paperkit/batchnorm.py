@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import device as devices
+
 __all__ = [
     "CALIBRATION_IMAGES", "CalibrationSet", "bn_layers", "bn_buffers", "load_bn_buffers", "recalibrate_bn",
     "recalibrated", "config_bn_states", "training_calibration", "weights_fingerprint", "SharedStatsStore",
@@ -196,7 +198,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_images: int = C
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average: every batch weighs the same
             m.train()
+        dev = devices.model_device(model)
         for x in _inputs(batches, max_images):
+            x = x.to(dev, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model(x)

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from paperkit import device as devices
+
 log = logging.getLogger("paperkit.cache")
 
 INDEX_ENV = "PAPERKIT_INDEX_CACHE"
@@ -456,7 +458,7 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     from paperkit.models.pta import mobilenet_v2_baseline
     prof = profiles.get_profile("default")
     root = data.resolve_root(root or "", prof, prof.data_seed if hasattr(prof, "data_seed") else 0)
-    workers = prof.num_workers if workers is None else int(workers)
+    workers = devices.workers(prof.num_workers) if workers is None else int(workers)
     t0 = time.perf_counter()
     built = data.ensure_crop_cache(root, size)
     build_s = time.perf_counter() - t0

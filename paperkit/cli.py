@@ -1,4 +1,4 @@
-"""`paperkit` command line: data, profile, bench, predict, reproduce. Each verb is a thin call into a module."""
+"""`paperkit` command line: data, profile, bench, predict, results, reproduce; each verb is a thin call."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the report as JSON")
     pr.add_argument("--csv", default=None, metavar="FILE", help="also write one row per input file to FILE")
     pr.add_argument("--model-info", action="store_true", help="print the model card and exit")
+
+    rs = sub.add_parser("results", help="what a run folder holds").add_subparsers(dest="results_cmd", required=True)
+    su = rs.add_parser("summary", help="the README results section, rendered from a run folder's tables")
+    su.add_argument("--run-dir", default="results")
+    su.add_argument("--write", default=None, metavar="README", help="replace that file's results block")
 
     r = sub.add_parser("reproduce", help="run notebooks 00-05 through papermill")
     r.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
@@ -149,6 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "predict":
         from . import predict
         return predict.cli_predict(a.paths, a.model, a.threshold, a.json, a.csv, a.detector, a.model_info)
+    if a.cmd == "results":
+        from . import summary
+        try:
+            if a.write:
+                changed = summary.write_readme(a.write, a.run_dir)
+                print(f"{a.write}: results block {'rewritten' if changed else 'already up to date'} from {a.run_dir}")
+            else:
+                print(summary.markdown(a.run_dir), end="")
+        except (summary.SummaryError, OSError) as e:
+            print(f"paperkit results summary: {e}", file=sys.stderr)
+            return 1
+        return 0
     if a.cmd == "reproduce":
         from . import reproduce
         try:

@@ -216,7 +216,7 @@ Candidate = Union[Callable[[], Any], nn.Module, str, os.PathLike, Any]
 
 def _torch_runner(model: nn.Module, input_size: int, channels_last: bool = True) -> Callable[[], Any]:
     """One batch-1 eager forward under inference_mode (channels_last: measured faster on this CPU)."""
-    model = model.eval()
+    model = model.eval().cpu()   # a CPU latency, whatever device trained the model (paperkit.device)
     x = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

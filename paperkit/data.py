@@ -88,6 +88,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from paperkit import device as devices
+
 # OpenCV's own thread pool does not survive fork(): a DataLoader worker forked from a process whose pool
 # has run deadlocks in its first cv2 call. DataLoader workers give the parallelism, so keep OpenCV serial.
 cv2.setNumThreads(1)
@@ -1168,7 +1170,7 @@ def make_loaders(root: str | os.PathLike | None, profile: Any, seed: int, protoc
     if not pool:
         raise DatasetError(f"no usable training images under {root} (protocol {protocol}, domain {domain})")
     train, val = split_by_subject(pool, prof.val_fraction, seed)
-    size, bs, nw = prof.input_size, prof.batch_size, prof.num_workers
+    size, bs, nw = prof.input_size, prof.batch_size, devices.workers(prof.num_workers)
     ds_train = FaceDataset(root, train, size, train=True, seed=seed)
     ds_train.problems = dict(pool.problems)
     ds_val = FaceDataset(root, val, size, train=False, seed=seed)

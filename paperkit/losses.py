@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import device as devices
+
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 KD_KINDS = ("weighted", "hinton")
 IGNORE_LABEL = -1   # a withheld label (unlabelled pool): the image gets the soft term only
@@ -206,6 +208,8 @@ def kd_loss_fn(teacher: nn.Module, kind: str = "weighted", tau: float = 4.0, alp
         with torch.no_grad():
             t_logits = cached_logits(x) if cached_logits is not None else None
             if t_logits is None:
+                if devices.model_device(teacher) != x.device:   # fit moved the student to the compute device
+                    teacher.to(x.device)
                 t_logits = teacher(x)
         s_logits = model(x)
         return fn(s_logits, t_logits, y, tau, alpha), s_logits

@@ -546,7 +546,7 @@ def write_card(path: Path, onnx_path: Path, run_dir: Path, input_size: int, thre
         f"({counts.get('test', {}).get('subjects', '?')} subjects, disjoint from train).",
         "- Synthetic: rendered faces and simulated print/screen/mask attacks, not photographs of people. "
         "It was never trained on a real photo.",
-        f"- Run: git revision `{entry.get('git_revision', '?')}`, "
+        f"- Run: git revision `{entry.get('git_revision') or _revision()}`, "
         f"profile `{(entry.get('parameters') or {}).get('profile', '?')}`.",
         "",
         "## Input and crop",
@@ -609,6 +609,12 @@ def write_card(path: Path, onnx_path: Path, run_dir: Path, input_size: int, thre
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _revision() -> str:
+    """The checkout's revision while notebook 02 is still running (its manifest entry is not written yet)."""
+    from .results import git_revision
+    return git_revision()
 
 
 def ship_model(onnx_path: str | Path, run_dir: str | Path = "results", real_dir: str | Path | None = None,

@@ -30,7 +30,8 @@ class Profile:
     # --- data loading (paperkit.data) ---------------------------------------------
     input_size: int = 128                # face crop side fed to every model (seed 000)
     batch_size: int = 32
-    num_workers: int = 1
+    num_workers: int | None = None      # DataLoader workers; None = from the core count (paperkit.device:
+                                         # cores - 1, at most 8; 1 on this 2-core machine)
     val_fraction: float = 0.2            # train/val split by subject
     max_train_images: int | None = None  # cap for quick runs on big real data
     max_test_images: int | None = None
@@ -92,7 +93,6 @@ PROFILES: dict[str, Profile] = {
         seeds=(0, 1, 2),
         input_size=128,                  # seed 000: 128x128 crops
         batch_size=32,                   # seed 000: batch 32
-        num_workers=4,
         lr_schedule="constant",          # seeds 000/001 state no schedule: a constant rate
         pta_epochs=20,                   # seed 000: 20 epochs
         pta_lr=1e-4,                     # seed 000: Adam, lr 1e-4

@@ -285,12 +285,29 @@ def run(profile: str = "default", run_dir: str | os.PathLike = "results", data_r
         logging.getLogger("papermill").setLevel(logging.INFO)
     with RunLock(run_dir), _Signals():
         try:
-            return _run_plan(None, plan, run_dir, profile, seeds, data_root, kernel, log_output, force,
-                             DAG if dag is None else dag)
+            out = _run_plan(None, plan, run_dir, profile, seeds, data_root, kernel, log_output, force,
+                            DAG if dag is None else dag)
+            _refresh_readme(run_dir)
+            return out
         except _Signalled as e:   # between notebooks (no notebook was mid-way)
             name = signal.Signals(e.signum).name
             raise Interrupted(f"interrupted by {name} between notebooks; the results written so far are intact; "
                               "run the same command again to finish", e.signum) from None
+
+
+def _refresh_readme(run_dir: Path) -> None:
+    """A run into this checkout's own results/ rewrites README.md's results block (paperkit.summary), so the
+    README never quotes numbers the tables no longer hold; any other run folder leaves the README alone."""
+    from . import summary
+    readme = PACKAGE_DIR.parent / "README.md"
+    if run_dir.resolve() != (PACKAGE_DIR.parent / "results").resolve() or not readme.is_file():
+        return
+    try:
+        changed = summary.write_readme(readme, run_dir)
+    except summary.SummaryError as e:
+        print(f"README.md not updated: {e}", flush=True)
+        return
+    print(f"README.md results block {'rewritten from' if changed else 'already matches'} {run_dir}", flush=True)
 
 
 def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profile: str,

@@ -163,12 +163,20 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
     return out
 
 
+# What a run itself rewrites in a checkout: changes there do not make the code that ran "dirty".
+RUN_OUTPUTS = ("results", "paperkit/assets", "README.md")
+
+
 def git_revision() -> str:
+    """HEAD's short hash, with "-dirty" when tracked files other than a run's own outputs differ from it."""
     try:
         here = Path(__file__).resolve().parent
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){p}" for p in RUN_OUTPUTS)], cwd=top or here,
                                capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return "unknown"

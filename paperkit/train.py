@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from . import device as devices
 from . import metrics
 from .results import atomic_write_bytes
 
@@ -69,7 +70,10 @@ def init_distributed() -> int:
     """Join the process group torchrun describes in the environment (no-op for a single process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not _is_dist():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dev = devices.pick()
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(devices.backend(dev))
     return world
 
 
@@ -169,11 +173,15 @@ def predict_scores(model: nn.Module, loader: DataLoader, channels_last: bool = T
     was_training = m.training
     m.eval()
     scores, labels = [], []
-    for x, y, _ in loader:
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        scores.append(torch.softmax(m(x).float(), dim=1)[:, 1].numpy())
-        labels.append(y.numpy())
+    with devices.on(m) as dev:
+        for x, y, _ in loader:
+            x = x.to(dev, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with devices.autocast(dev):
+                logits = m(x)
+            scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
+            labels.append(y.numpy())
     m.train(was_training)
     if not scores:
         raise ValueError("the evaluation loader is empty: no images in this split")
@@ -205,12 +213,15 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
         weight_decay: float = 0.0, before_step: Callable[[nn.Module, torch.Generator], None] | None = None,
         eval_config: Callable[[nn.Module], None] | None = None, channels_last: bool = True,
         progress: bool = True, params: list[nn.Parameter] | None = None, lr_schedule: str = "constant",
-        schedule_epochs: int | None = None) -> History:
+        schedule_epochs: int | None = None, device: str | torch.device | None = None) -> History:
     """Train `model` on loaders["train"], validate on loaders["val"] (ACER), keep the best weights.
 
     lr_schedule "cosine" decays the learning rate per step to 0 over `schedule_epochs` (default
     `epochs`; pass the full budget when training in 1-epoch slices): the rate is a function of the
     step index alone, so a resumed run follows the same schedule without saving scheduler state.
+
+    `device` (default :func:`paperkit.device.pick`: CUDA when present) is where the steps run, with bf16
+    autocast on CUDA; the model is back on the CPU when `fit` returns (paperkit.device's convention).
 
     Resumes from `run_dir/checkpoints/<name>/last.pt` when present. Returns the per-epoch history;
     the model ends holding the weights of its best validation epoch.
@@ -221,6 +232,9 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
     init_distributed()
     ck_dir = Path(run_dir) / "checkpoints" / name
     seed_everything(seed)
+    dev = device if isinstance(device, torch.device) else devices.pick(device)
+    home = devices.model_device(model)
+    model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
@@ -263,7 +277,8 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
     if _is_dist():
         train_loader = _distributed_loader(train_loader, seed)
         # PTA models leave the branches they did not run without gradients: DDP must look for them.
-        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=hasattr(model, "sample_config"))
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                  find_unused_parameters=hasattr(model, "sample_config"))
 
     for epoch in range(start_epoch, epochs):
         # Each epoch's order and augmentation depend only on (seed, epoch): a resumed run sees the same data.
@@ -286,9 +301,11 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
                     group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * t))
             if before_step is not None:
                 before_step(_unwrap(net), step_gen)
+            x, y, cues = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), cues.to(dev, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss, _ = loss_fn(net, x, y, cues)
+            with devices.autocast(dev):
+                loss, _ = loss_fn(net, x, y, cues)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}; lower the "
                                          "learning rate or check the inputs")
@@ -328,6 +345,7 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
         model.load_state_dict(best_state)
     if eval_config is not None:
         eval_config(model)
+    model.to(home)
     return hist
 
 

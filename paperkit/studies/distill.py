@@ -60,6 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from paperkit import data, metrics, results, stats, train
+from paperkit import device as devices
 from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, reduced_focal_loss, soft_weight
 from paperkit.models.teacher import (
     AuxHead,
@@ -330,8 +331,13 @@ class FeatureCache:
         loader = DataLoader(ds, batch_size=self.batch_size, sampler=items, num_workers=self.workers)
         self.teacher.eval()
         k = 0
+        dev = devices.pick()
+        if devices.model_device(self.teacher) != dev:
+            self.teacher.to(dev)
         for x, _, _ in loader:
-            f = self.teacher.features(x.contiguous(memory_format=torch.channels_last)).float()
+            xd = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with devices.autocast(dev):
+                f = self.teacher.features(xd).float().cpu()
             for img, row in zip(x, f):
                 key = (ds.samples[items[k][0]].path, v)
                 self.store[key] = row.clone()
@@ -349,7 +355,8 @@ class FeatureCache:
             return None
         self.lookups["hit"] += 1
         head.eval()
-        return head(torch.stack([self.store[k] for k in keys]))[0]  # type: ignore[index]
+        feats = torch.stack([self.store[k] for k in keys]).to(devices.model_device(head))  # type: ignore[index]
+        return head(feats)[0].to(x.device)
 
     @torch.inference_mode()
     def features(self, ds: data.FaceDataset, view: int | None) -> torch.Tensor:
@@ -373,7 +380,7 @@ class FeatureCache:
 
 
 def _digest(img: torch.Tensor) -> bytes:
-    return hashlib.blake2b(img.detach().contiguous().numpy().tobytes(), digest_size=16).digest()
+    return hashlib.blake2b(img.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
 
 
 def _targets(ds: data.FaceDataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -394,7 +401,8 @@ def _head_scores(teacher: Teacher, feats: torch.Tensor) -> np.ndarray:
     teacher.head.eval()
     if len(feats) == 0:
         return np.zeros(0)
-    return torch.softmax(teacher.head(feats)[0], dim=1)[:, 1].numpy()
+    logits = teacher.head(feats.to(devices.model_device(teacher.head)))[0]
+    return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
 
 
 def fit_head(teacher: Teacher, views: Sequence[torch.Tensor], y: torch.Tensor, cues: torch.Tensor,
@@ -406,7 +414,8 @@ def fit_head(teacher: Teacher, views: Sequence[torch.Tensor], y: torch.Tensor, c
     Epoch e uses augmented view e mod len(views). Without validation images the last epoch is kept.
     """
     torch.manual_seed(seed)   # dropout draws from the global generator
-    head = teacher.head
+    home = devices.model_device(teacher.head)
+    head = teacher.head.cpu()  # the head is tiny and its cached features live on the CPU
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=TEACHER_WEIGHT_DECAY)
     gen = torch.Generator().manual_seed(seed)
     n = len(y)
@@ -439,7 +448,7 @@ def fit_head(teacher: Teacher, views: Sequence[torch.Tensor], y: torch.Tensor, c
         rows.append(row)
     if best_state is not None:
         head.load_state_dict(best_state)
-    head.eval()
+    head.eval().to(home)
     hist = pd.DataFrame(rows)
     last = hist.iloc[-1]
     why = "no validation images" if not len(val_y) else "validation ACER undefined (one class only)"
@@ -497,7 +506,8 @@ def train_teacher(run: DistillRun, backbone: str = "efficientnet_lite0", retrain
         torch.manual_seed(seed)
         teacher = teacher_net(backbone=backbone, input_size=prof.input_size)
         if run.cache is None:
-            run.cache = FeatureCache(teacher, prof.batch_size, prof.num_workers, run.loaders["train"].dataset)
+            run.cache = FeatureCache(teacher, prof.batch_size, devices.workers(prof.num_workers),
+                                     run.loaders["train"].dataset)
         if not retrain and ck.is_file() and meta_file.is_file():
             saved = json.loads(meta_file.read_text())
             if saved.get("meta") == meta:
@@ -541,7 +551,8 @@ def require_teacher(run: DistillRun, seed: int | None = None) -> Teacher:
     if t.num_classes != 2:
         raise ValueError(f"the teacher predicts {t.num_classes} classes; live/spoof needs 2")
     if run.cache is None:
-        run.cache = FeatureCache(t, run.profile.batch_size, run.profile.num_workers, run.loaders["train"].dataset)
+        run.cache = FeatureCache(t, run.profile.batch_size, devices.workers(run.profile.num_workers),
+                                 run.loaders["train"].dataset)
     return t
 
 
@@ -601,16 +612,17 @@ def _student_loaders(run: DistillRun, name: str) -> dict[str, DataLoader]:
         raise RuntimeError(f"{name} needs the unlabelled pool; this run has none (unlabelled_fraction=0)")
     tr = run.loaders["train"].dataset
     prof = run.profile
+    nw = devices.workers(prof.num_workers)
     if name == "student_kd_labelled_only":
         idx = run.pool.labelled
-        loader = data._loader(tr, prof.batch_size, prof.num_workers, SubsetEpochSampler(idx, tr.seed),
+        loader = data._loader(tr, prof.batch_size, nw, SubsetEpochSampler(idx, tr.seed),
                               drop_last=len(idx) > prof.batch_size)
     else:   # semi: every image, withheld labels (and cues) replaced by IGNORE_LABEL; same order and augmentation
         hidden = set(run.pool.unlabelled.tolist())
         samples = [dataclasses.replace(s, label=IGNORE_LABEL, cues=(-1,) * len(s.cues)) if i in hidden else s
                    for i, s in enumerate(tr.samples)]
         ds = data.FaceDataset(tr.root, samples, tr.size, train=True, seed=tr.seed)
-        loader = data._loader(ds, prof.batch_size, prof.num_workers, data.EpochSampler(len(samples), tr.seed),
+        loader = data._loader(ds, prof.batch_size, nw, data.EpochSampler(len(samples), tr.seed),
                               drop_last=len(samples) > prof.batch_size)
     return {**run.loaders, "train": loader}
 
