@@ -194,6 +194,21 @@ def evaluate_model(model: nn.Module, loader: DataLoader, threshold: float = 0.5,
     return metrics.evaluate(s, y, threshold)
 
 
+def val_interval(scores: np.ndarray, labels: np.ndarray, dataset: Any, seed: int = 0,
+                 n_boot: int = 1000) -> dict[str, float]:
+    """95% subject-bootstrap interval of an epoch's validation ACER (as a fraction, like `val_acer`), so a
+    claim about the validation curve (seed 000's Figure 2) can be judged per epoch. {} when the dataset
+    does not name subjects (a plain TensorDataset) or the split holds one class only."""
+    from . import stats
+    if not hasattr(dataset, "samples"):
+        return {}
+    try:
+        q = stats.quality(stats.Scored.from_dataset(scores, labels, dataset), 0.5, n_boot=n_boot, seed=seed)
+    except ValueError:
+        return {}
+    return {"val_acer_ci_low": q["acer_ci_low"] / 100.0, "val_acer_ci_high": q["acer_ci_high"] / 100.0}
+
+
 def _distributed_loader(loader: DataLoader, seed: int) -> DataLoader:
     from torch.utils.data.distributed import DistributedSampler
     sampler = DistributedSampler(loader.dataset, shuffle=True, seed=seed, drop_last=True)
@@ -322,9 +337,11 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
         if _rank() == 0:
             if eval_config is not None:
                 eval_config(model)
-            m = evaluate_model(model, loaders["val"], channels_last=channels_last)
+            vs, vy = predict_scores(model, loaders["val"], channels_last=channels_last)
+            m = metrics.evaluate(vs, vy, 0.5)
             row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_acer": m["acer"],
-                   "val_accuracy": m["accuracy"], "val_auc": m["auc"], "epoch_time_s": epoch_time}
+                   "val_accuracy": m["accuracy"], "val_auc": m["auc"], "epoch_time_s": epoch_time,
+                   **val_interval(vs, vy, loaders["val"].dataset, seed)}
             hist.rows.append(row)
             if m["acer"] < hist.best_val_acer or best_state is None:
                 hist.best_val_acer, hist.best_epoch = m["acer"], epoch + 1

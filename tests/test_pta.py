@@ -202,6 +202,9 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
         assert col in t5.columns, col
     assert t5.loc[1, "rel_step_time"] > 0 and t5.loc[1, "timing_rounds"] >= 2
     study_mod.figure2(s)
+    f2 = results.read_table(run_dir, "figure2_val_acer")   # each epoch's val ACER with its subject-bootstrap CI
+    assert ((f2["val_acer_ci_low"] <= f2["val_acer"] + 1e-9) & (f2["val_acer"] <= f2["val_acer_ci_high"] + 1e-9)).all()
+    assert f2[["val_acer_ci_low", "val_acer_ci_high"]].notna().all().all()
     for name in ("table3_quality", "table4_complexity", "table5_training"):
         df = results.read_table(run_dir, name)
         assert df is not None and (df["dataset"] == "CelebA-Spoof").all()

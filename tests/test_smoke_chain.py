@@ -76,6 +76,8 @@ def test_claims_have_computed_verdicts(smoke_run):
     judged = claims[claims["verdict"].isin(["holds", "does not hold", "inconclusive"])]
     assert len(judged) >= 8, "most claims must be judged, not skipped"
     assert (judged["ci_low"] <= judged["ci_high"]).all()
+    curve = claims[claims["id"] == "000_val_curve"].iloc[0]   # Figure 2 now carries per-epoch intervals
+    assert curve["verdict"] != "not measurable here", curve["ours"]
 
 
 def test_quality_tables_carry_intervals_and_both_operating_points(smoke_run):

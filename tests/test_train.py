@@ -206,3 +206,24 @@ def test_fit_trains_on_partly_unlabelled_batches_with_a_kd_loss(tmp_path):
     with pytest.raises((IndexError, RuntimeError)):
         train.fit(TinyNet(), lds, run_dir=tmp_path, name="plain", epochs=1, lr=1e-2, seed=0, progress=False,
                   channels_last=False)
+
+
+def test_val_interval_brackets_the_epochs_val_acer_and_needs_subjects():
+    """Figure 2's per-epoch interval: a subject bootstrap of the validation ACER, as a fraction like val_acer."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from paperkit import metrics
+    rng = np.random.default_rng(0)
+    n = 240
+    labels = np.tile([0, 1, 1], n // 3)
+    scores = np.clip(labels * 0.35 + rng.random(n) * 0.65, 0, 1)
+    samples = [SimpleNamespace(subject=f"s{i // 8}", spoof_type=int(y) * (1 + i % 3), video="")
+               for i, y in enumerate(labels)]
+    out = train.val_interval(scores, labels, SimpleNamespace(samples=samples), seed=0, n_boot=400)
+    acer = metrics.evaluate(scores, labels, 0.5)["acer"]
+    assert 0 < acer < 0.5
+    assert out["val_acer_ci_low"] <= acer <= out["val_acer_ci_high"] < 1
+    assert out["val_acer_ci_high"] - out["val_acer_ci_low"] > 0.01
+    assert train.val_interval(scores, labels, object()) == {}   # no subjects: no interval, no crash

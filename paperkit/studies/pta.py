@@ -285,8 +285,9 @@ def _history_frame(study: Study) -> pd.DataFrame:
                 df["val_accuracy_shared_bn"] = np.nan
             frames.append(df)
     out = pd.concat(frames, ignore_index=True)
-    out["val_acer"] *= 100.0
-    out["val_accuracy"] *= 100.0
+    for col in ("val_acer", "val_accuracy", "val_acer_ci_low", "val_acer_ci_high"):
+        if col in out:
+            out[col] *= 100.0
     out["validated_in"] = [VALIDATION_CONFIG if m == MODEL_NAMES["pta"] else "" for m in out["model"]]
     out["dataset"] = study.dataset
     return out
@@ -626,7 +627,8 @@ def table5(study: Study) -> pd.DataFrame:
 def figure2(study: Study) -> Any:
     """Validation ACER per epoch for both models (PTA validated in HHH, as seed 000's Figure 2), PTA with
     recalibrated BatchNorm and, dashed, with the shared training statistics the paper evaluates with.
-    With several seeds, lines are means and bands 95% intervals over seeds."""
+    With one seed, bands are each epoch's 95% subject-bootstrap interval; with several, lines are means
+    and bands 95% intervals over seeds."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
@@ -637,13 +639,20 @@ def figure2(study: Study) -> Any:
     long = [hist.assign(series=[f"{m} (BN recalibrated)" if m == pta_name else m for m in hist["model"]])]
     shared = hist[(hist["model"] == pta_name) & hist["val_acer_shared_bn"].notna()]
     if len(shared):
-        long.append(shared.assign(val_acer=shared["val_acer_shared_bn"], series=f"{pta_name} (shared BN)"))
+        long.append(shared.assign(val_acer=shared["val_acer_shared_bn"], series=f"{pta_name} (shared BN)",
+                                  val_acer_ci_low=np.nan, val_acer_ci_high=np.nan))  # no interval kept for it
     data = pd.concat(long, ignore_index=True)
     order = list(dict.fromkeys(data["series"]))
     fig = Figure(figsize=(6.4, 3.8))  # not pyplot: the notebook shows it once, as the cell's value
     ax = fig.subplots()
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order))))
     sns.lineplot(data=data, x="epoch", y="val_acer", hue="series", style="series", markers=True, ax=ax,
-                 hue_order=order, style_order=order)
+                 hue_order=order, style_order=order, palette=palette)
+    if "val_acer_ci_low" in data and len(study.seeds) == 1:   # one seed: shade each epoch's subject-bootstrap CI
+        for name, g in data[data["val_acer_ci_low"].notna()].groupby("series", sort=False):
+            g = g.sort_values("epoch")
+            ax.fill_between(g["epoch"], g["val_acer_ci_low"], g["val_acer_ci_high"], color=palette[name],
+                            alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation ACER (%)")
     ax.set_title(f"Validation ACER (PTA in HHH), seeds {list(study.seeds)}\n{study.dataset}", fontsize=9)
