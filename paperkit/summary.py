@@ -87,8 +87,14 @@ def _header(run_dir: Path, manifest: dict[str, Any]) -> str:
     rep = entries.get("reproduce", {})
     data = entries.get("00_data", {}).get("dataset", {})
     counts = data.get("counts", {})
-    # each notebook's time when it last ran (a no-op rerun reuses them and keeps these)
-    times = rep.get("last_run_wall_time_s") or rep.get("notebook_wall_time_s") or {}
+    # each notebook's own entry: its time and revision when it last ran (reused notebooks keep theirs)
+    books = {k: e for k, e in sorted(entries.items()) if k in NOTEBOOK_LABELS and isinstance(e, dict)}
+    times = {k: e["wall_time_s"] for k, e in books.items() if isinstance(e.get("wall_time_s"), (int, float))}
+    revs: dict[str, list[str]] = {}
+    for k, e in books.items():
+        revs.setdefault(str(e.get("git_revision", "?")), []).append(NOTEBOOK_LABELS[k])
+    revision = (f"revision {next(iter(revs))}" if len(revs) == 1 else "revisions " + ", ".join(
+        f"{r} ({', '.join(nbs)})" for r, nbs in revs.items())) if revs else f"revision {rep.get('git_revision', '?')}"
     per = ", ".join(f"{NOTEBOOK_LABELS.get(k, k)}: {v / 60:.1f}" for k, v in times.items())
     total = sum(times.values()) if times else None
     seeds = rep.get("seeds", rep.get("seed", ""))
@@ -96,7 +102,7 @@ def _header(run_dir: Path, manifest: dict[str, Any]) -> str:
     tr, te = counts.get("train", {}), counts.get("test", {})
     name = data.get("name", "?")
     return (f"Measured by `make reproduce` (profile `{rep.get('profile', '?')}`, training seed(s) {seeds}) at "
-            f"revision {rep.get('git_revision', '?')} on the embedded **synthetic** dataset (`{name}`: "
+            f"{revision} on the embedded **synthetic** dataset (`{name}`: "
             f"{data.get('identities', '?')} identities, {_int(tr.get('images'))} train / {_int(te.get('images'))} test "
             f"images, {te.get('subjects', '?')} test subjects at {data.get('image_size', '?')} px)"
             + (f", {total / 60:.1f} minutes in all ({per} min)" if total else "")
