@@ -441,7 +441,10 @@ def _entries(run_dir: Path) -> dict[str, Any]:
 def _inputs(nb: Path, params: dict[str, Any], shared: dict[str, str], deps: Sequence[str], run_dir: Path
             ) -> dict[str, Any]:
     entries = _entries(run_dir)
-    return {"source": source_hash(nb), "parameters": _sha(json.dumps(params, sort_keys=True, default=str)),
+    # run_dir is left out: the manifest lives in it, so a clone at another path or a moved run folder
+    # reuses its results instead of rerunning every notebook for a changed absolute path
+    keyed = {k: v for k, v in params.items() if k != "run_dir"}
+    return {"source": source_hash(nb), "parameters": _sha(json.dumps(keyed, sort_keys=True, default=str)),
             **shared, "dependencies": {d: entries.get(d, {}).get("run_id", "") for d in deps}}
 
 

@@ -105,6 +105,22 @@ def test_changed_parameters_make_a_notebook_and_its_dependants_stale(nbs, tmp_pa
     assert _ran(run_dir) == []
 
 
+def test_a_moved_run_folder_is_reused(nbs, tmp_path):
+    """The run folder's own path is not an input: a clone at another path, or a moved folder, reuses it."""
+    import shutil
+    def run(run_dir: Path) -> dict:   # the same data_root for both runs: only the folder's path differs
+        return reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=nbs,
+                             log_output=False, dag=DAG)
+    first = tmp_path / "run"
+    run(first)
+    _ran(first)
+    moved = tmp_path / "elsewhere" / "results"
+    moved.parent.mkdir()
+    shutil.move(str(first), str(moved))
+    r = run(moved)
+    assert r["ran"] == [] and _ran(moved) == []
+
+
 def test_editing_one_notebook_reruns_it_and_reuses_the_others(nbs, tmp_path):
     run_dir = tmp_path / "run"
     _run(nbs, run_dir)
