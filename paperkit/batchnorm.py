@@ -32,10 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from . import device as devices
+from . import quiet
 
 __all__ = [
     "CALIBRATION_IMAGES", "CalibrationSet", "bn_layers", "bn_buffers", "load_bn_buffers", "recalibrate_bn",
-    "recalibrated", "config_bn_states", "training_calibration", "weights_fingerprint", "SharedStatsStore",
+    "recalibrated", "config_bn_states", "training_calibration", "weights_fingerprint", "SharedStatsStore", "fold_bn",
 ]
 
 #: Crops used to re-estimate the statistics of one configuration (issue 9 measured with 1,024).
@@ -165,6 +166,7 @@ def _inputs(batches: Iterable[Any], max_images: int) -> Iterator[Tensor]:
     for batch in batches:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         x = x[: max_images - n]
+        quiet.checkpoint()
         if len(x) < 2:  # a 1-image batch has no variance; BatchNorm refuses it in training mode
             if n >= max_images:
                 break
@@ -293,3 +295,35 @@ class SharedStatsStore:
         buf = io.BytesIO()
         torch.save(self.entries, buf)
         atomic_write_bytes(self.path, buf.getvalue())
+
+
+def fold_bn(model: nn.Module, pairs: Sequence[tuple[str, str]] = ()) -> tuple[nn.Module, int]:
+    """An inference copy with each Conv2d -> BatchNorm2d pair folded into one Conv2d.
+
+    Why: on CPU a depthwise network spends a large share of its inference time in BatchNorm passes over
+    the activations; folding the (eval-mode) statistics into the convolution weights makes MobileNetV2
+    at 128 px 1.3-2x faster to evaluate, with the same outputs up to float rounding. The original model
+    is untouched (its statistics may be recalibrated later). Pairs are a Conv2d directly followed by a
+    BatchNorm2d inside a Sequential, plus `pairs` of attribute names (conv, bn) for modules whose forward
+    is known to feed the conv's output only to that BN (the model's metadata says so, e.g. EfficientNet's
+    `("_expand_conv", "_bn0")`). Returns (copy, number of pairs folded).
+    """
+    import copy
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def foldable(conv: Any, bn: Any) -> bool:
+        return (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+                and bn.running_mean is not None and conv.padding_mode == "zeros")
+
+    out = copy.deepcopy(model).eval()
+    folded = 0
+    for mod in list(out.modules()):
+        links = list(zip(mod._modules, list(mod._modules)[1:])) if isinstance(mod, nn.Sequential) else []
+        links += [(a, b) for a, b in pairs if a in mod._modules and b in mod._modules]
+        for a, b in links:
+            conv, bn = mod._modules[a], mod._modules[b]
+            if foldable(conv, bn):
+                mod._modules[a] = fuse_conv_bn_eval(conv, bn)
+                mod._modules[b] = nn.Identity()
+                folded += 1
+    return out, folded

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", default=[], help="extra notebook parameter key=value")
     r.add_argument("--force", action="store_true",
                    help="rerun every selected notebook, even those whose inputs did not change")
+    r.add_argument("--jobs", default=None, type=int,
+                   help="notebooks run side by side when their inputs are ready (default: 2 on >= 2 cores, "
+                        "else 1); timings still run on a quiet machine")
     return ap
 
 
@@ -171,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             reproduce.run(profile=a.profile, run_dir=a.run_dir, data_root=a.data_root,
                           seeds=a.seeds,
-                          only=[o for o in a.only.split(",") if o], extra=_parse_kv(a.param), force=a.force)
+                          only=[o for o in a.only.split(",") if o], extra=_parse_kv(a.param), force=a.force,
+                          jobs=a.jobs)
         except reproduce.Interrupted as e:
             print(f"paperkit reproduce: {e}", file=sys.stderr)
             return 128 + e.signum

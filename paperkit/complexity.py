@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from paperkit import quiet
 from paperkit.models.pta import CONFIGS, META, PTABlock, PTAMobileNetV2, mobilenet_v2_baseline, pta_mobilenet_v2
 
 __all__ = [
@@ -252,6 +253,7 @@ def _as_runner(name: str, cand: Candidate, input_size: int, threads: int) -> tup
     raise TypeError(f"latency candidate {name!r} has unsupported type {type(cand).__name__}")
 
 
+@quiet.timing("latency (complexity.measure_latency)")
 def measure_latency(candidates: Mapping[str, Candidate], rounds: int = 7, iters: int = 30, warmup: int = 5,
                     input_size: int = 128, threads: int = 1) -> "Any":
     """Median batch-1 latency (ms) per candidate, measured in interleaved rounds.

@@ -21,7 +21,27 @@ import torch.nn as nn
 
 DEVICE_ENV = "PAPERKIT_DEVICE"
 AMP_ENV = "PAPERKIT_AMP"
+THREADS_ENV = "PAPERKIT_THREADS"   # torch threads of this process (reproduce --jobs N sets cores // N)
 MAX_WORKERS = 8
+
+
+def apply_threads() -> int | None:
+    """Set torch's intra-op threads from ``$PAPERKIT_THREADS`` (unset: torch's default); runs at import."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV}={raw!r} is not a thread count; set an int >= 1 or unset it") from None
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+apply_threads()
 
 
 def pick(prefer: str | None = None) -> torch.device:

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+from paperkit import quiet
 from torch import nn
 
 INPUT_NAME = "input"
@@ -166,6 +167,7 @@ def parity(model: nn.Module, onnx_path: str | os.PathLike, batch: torch.Tensor |
     return float(np.abs(ref - got).max())
 
 
+@quiet.timing("ONNX latency rounds")
 def interleaved_latency(models: dict[str, str | os.PathLike | Any], rounds: int, iters: int,
                         warmup: int = 3, input_size: int = 128, threads: int = 1) -> Any:
     """Per-round median batch-1 latency (ms) of ONNX models, measured in interleaved rounds.
@@ -215,6 +217,7 @@ def onnx_scores(session: Any, loader: Iterable[Any]) -> tuple[np.ndarray, np.nda
     scores, labels = [], []
     for batch in loader:
         x, y = batch[0], batch[1]
+        quiet.checkpoint()
         scores.append(softmax_spoof(run_logits(session, x)))
         labels.append(np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y).reshape(-1))
     if not scores:

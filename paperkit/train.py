@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from . import device as devices
-from . import metrics
+from . import metrics, quiet
 from .results import atomic_write_bytes
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -169,20 +169,19 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
 def predict_scores(model: nn.Module, loader: DataLoader, channels_last: bool = True
                    ) -> tuple[np.ndarray, np.ndarray]:
     """P(spoof) for every sample, in loader order (loaders for evaluation are never shuffled)."""
-    m = _unwrap(model)
-    was_training = m.training
-    m.eval()
+    from .batchnorm import fold_bn
+    m, _ = fold_bn(_unwrap(model))   # an eval copy, BN folded into the convolutions: ~2x faster on CPU
     scores, labels = [], []
     with devices.on(m) as dev:
         for x, y, _ in loader:
             x = x.to(dev, non_blocking=True)
+            quiet.checkpoint()
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with devices.autocast(dev):
                 logits = m(x)
             scores.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
             labels.append(y.numpy())
-    m.train(was_training)
     if not scores:
         raise ValueError("the evaluation loader is empty: no images in this split")
     return np.concatenate(scores), np.concatenate(labels)
@@ -310,6 +309,7 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
                         progress and _rank() == 0)
         total_steps = max(1, (schedule_epochs or epochs) * len(train_loader))
         for step, (x, y, cues) in enumerate(bar):
+            quiet.checkpoint()
             if lr_schedule == "cosine":
                 t = min(1.0, (epoch * len(train_loader) + step) / total_steps)
                 for group in opt.param_groups:

@@ -44,9 +44,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from paperkit import quiet
 from paperkit import complexity, metrics, results  # results also shows matplotlib figures as PNG
-from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, bn_buffers, bn_layers, load_bn_buffers,
-                                training_calibration)
+from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, bn_buffers, bn_layers, fold_bn,
+                                load_bn_buffers, training_calibration)
 from paperkit.models.pta import (CONFIGS, META, MODES, PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2,
                                  mobilenet_v2_baseline, parse_config, pta_mobilenet_v2)
 
@@ -457,22 +458,31 @@ def staged_scores(model: PTAMobileNetV2, loader: Iterable[Any], configs: Sequenc
     labels: list[np.ndarray] = []
     first: Tensor | None = None
     try:
+        # every tree node as an inference copy with its own statistics folded into the convolutions
+        # (paperkit.batchnorm.fold_bn): built once, so a batch costs no buffer swaps and no BN passes
         if bn is not None:
             load_bn_buffers(model, bn.prefix)
+        run_prefix = fold_bn(prefix)[0]
+        run_ref = fold_bn(reference)[0] if reference is not None else None
+        run_node: dict[str, nn.Module] = {}
+        for path in sorted(wanted, key=len):
+            depth = len(path) - 1
+            blocks[depth].mode = path[-1]
+            if bn is not None:
+                load_bn_buffers(model, bn.nodes[path])
+            run_node[path] = fold_bn(nn.Sequential(blocks[depth], tails[depth]))[0]
         for batch in loader:
             x, y = batch[0], batch[1]
+            quiet.checkpoint()
             if first is None:
                 first = x[:4].clone()
             labels.append(np.asarray(y))
-            if reference is not None:
-                out[REFERENCE].append(_spoof(reference(x)))
-            acts: dict[str, Tensor] = {"": prefix(x)}
+            if run_ref is not None:
+                out[REFERENCE].append(_spoof(run_ref(x)))
+            acts: dict[str, Tensor] = {"": run_prefix(x)}
             for depth in range(n_blocks):
                 for path in sorted(p for p in wanted if len(p) == depth + 1):
-                    blocks[depth].mode = path[-1]
-                    if bn is not None:
-                        load_bn_buffers(model, bn.nodes[path])
-                    acts[path] = tails[depth](blocks[depth](acts[path[:-1]]))
+                    acts[path] = run_node[path](acts[path[:-1]])
             for c in configs:
                 out[c].append(_spoof(_head(model, acts[c])))
         if first is None:
@@ -641,6 +651,7 @@ def _run_plain(model: nn.Module, x: Tensor) -> Tensor:
         return model(x)
 
 
+@quiet.timing("configuration latency (notebook 05)")
 def measure_config_latency(model: PTAMobileNetV2, configs: Sequence[str] = ALL_CONFIGS, input_size: int = 128,
                            reference: nn.Module | None = None, rounds: int = 3, iters: int = 10,
                            threads: int = 1) -> dict[str, float]:

@@ -155,3 +155,41 @@ def test_bench_bn_reports_cost_beside_an_eval_pass():
     (r,) = rows
     assert r["config"] == "LLL" and r["images"] == 8 and r["recalibrate_s"] > 0 and r["eval_pass_s"] > 0
     assert r["ratio"] == pytest.approx(r["recalibrate_s"] / r["eval_pass_s"], rel=1e-6)
+
+
+@pytest.mark.parametrize("config", ["HHH", "LLL", "BBB"])
+def test_fold_bn_gives_the_same_scores_and_leaves_the_model_alone(config: str) -> None:
+    from paperkit.batchnorm import fold_bn
+    m = _trained_like().configure(config).eval()
+    before = copy.deepcopy(bn_buffers(m))
+    folded, n = fold_bn(m)
+    assert n > 30 and not any(isinstance(x, nn.BatchNorm2d) for x in folded.modules())
+    x = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), m(x), rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(v, bn_buffers(m)[k]) for k, v in before.items())
+    assert sum(isinstance(x, nn.BatchNorm2d) for x in m.modules()) > 30   # the original keeps its BN
+
+
+def test_fold_bn_attribute_pairs_follow_the_models_metadata() -> None:
+    """A module whose conv feeds its BN through attributes (EfficientNet style) folds only when named."""
+    from paperkit.batchnorm import fold_bn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._conv, self._bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self._bn(self._conv(x)))
+
+    b = Block().train()
+    with torch.no_grad():
+        b(torch.randn(8, 3, 8, 8) * 2 + 1)
+    b.eval()
+    assert fold_bn(b)[1] == 0
+    folded, n = fold_bn(b, pairs=[("_conv", "_bn")])
+    x = torch.randn(2, 3, 8, 8)
+    assert n == 1 and isinstance(folded._bn, nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), b(x), rtol=1e-4, atol=1e-5)

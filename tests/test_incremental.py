@@ -209,3 +209,60 @@ def test_noop_through_the_cli_with_real_papermill_is_fast(nbs, tmp_path, monkeyp
     assert "reused (inputs unchanged, outputs present)" in capsys.readouterr().out
     assert cli.main(args + ["--force"]) == 0
     assert _why(run_dir)["00_base"] == ("ran", ("forced (--force)",))
+
+
+SPANS = ("import pathlib, time\nimport pandas as pd\nfrom paperkit import results\nt0 = time.time()\n"
+         "assert not FAIL, 'this notebook fails'\ntime.sleep(0.6)\n"
+         "pathlib.Path(run_dir, 'spans.log').open('a').write(f'{NAME} {t0} {time.time()}\\n')\n"
+         "t = results.write_table(run_dir, NAME, pd.DataFrame({'x': [1], 'dataset': ['none']}))\n"
+         "results.record_notebook(run_dir, NAME, {'profile': profile}, None, t0, [t])\n")
+
+
+def _spans(run_dir: Path) -> dict[str, tuple[float, float]]:
+    out = {}
+    for line in (run_dir / "spans.log").read_text().splitlines():
+        name, a, b = line.split()
+        out[name] = (float(a), float(b))
+    return out
+
+
+def test_jobs_run_independent_notebooks_side_by_side_and_dependants_after(tmp_path):
+    d = tmp_path / "par"
+    d.mkdir()
+    for stem in ("00_base", "01_model", "02_other", "03_after"):
+        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = False\n" + SPANS)
+    run_dir = tmp_path / "run"
+    r = reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
+                      dag=DAG, jobs=2)
+    assert r["ran"] == ["00_base", "01_model", "02_other", "03_after"]
+    s = _spans(run_dir)
+    assert s["01_model"][0] >= s["00_base"][1] and s["02_other"][0] >= s["00_base"][1]   # after their dependency
+    assert s["01_model"][0] < s["02_other"][1] and s["02_other"][0] < s["01_model"][1]  # side by side
+    assert s["03_after"][0] >= s["01_model"][1]
+    rep = json.loads((run_dir / "manifest.json").read_text())["entries"]["reproduce"]
+    assert rep["parallel"]["jobs"] == 2 and rep["status"] == "complete"
+    assert rep["total_wall_time_s"] < sum(rep["notebook_wall_time_s"].values())   # wall, not the sum
+    r = reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
+                      dag=DAG, jobs=2)
+    assert r["ran"] == [] and r["reused"] == ["00_base", "01_model", "02_other", "03_after"]
+
+
+def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_other(tmp_path):
+    d = tmp_path / "par"
+    d.mkdir()
+    for stem in ("00_base", "01_model", "02_other", "03_after"):
+        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = {stem == '02_other'}\n" + SPANS)
+    run_dir = tmp_path / "run"
+    with pytest.raises(reproduce.ReproduceError, match="02_other.ipynb failed"):
+        reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
+                      dag=DAG, jobs=2)
+    s = _spans(run_dir)
+    assert "01_model" in s and "03_after" not in s     # 01 finished beside the failure; 03 never started
+    entries = json.loads((run_dir / "manifest.json").read_text())["entries"]
+    assert entries["02_other"]["status"] == "failed" and entries["01_model"]["status"] == "complete"
+    assert entries["reproduce"]["failed"] == "02_other" and "03_after" not in entries
+
+
+def test_jobs_must_be_a_positive_int(tmp_path):
+    with pytest.raises(reproduce.ReproduceError, match="--jobs"):
+        reproduce.run("smoke", tmp_path / "run", jobs=0)

@@ -48,6 +48,10 @@ class LiteBackbone(nn.Module):
     """
 
     TAPS = (4, 10)  # indices into _blocks after which stage 3 (40 ch, stride 8) and stage 5 (112 ch, /16) end
+    # (conv, BatchNorm) attribute pairs whose conv output feeds only that BN in efficientnet_lite_pytorch's
+    # forward: paperkit.batchnorm.fold_bn folds them for inference (the frozen trunk never trains its BN)
+    BN_FOLD_PAIRS = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"), ("_expand_conv", "_bn0"),
+                     ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
 
     def __init__(self, pretrained: bool = True, input_size: int = 128) -> None:
         super().__init__()

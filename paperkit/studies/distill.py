@@ -59,7 +59,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from paperkit import quiet
 from paperkit import data, metrics, results, stats, train
+from paperkit import batchnorm as bn_tools
 from paperkit import device as devices
 from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, reduced_focal_loss, soft_weight
 from paperkit.models.teacher import (
@@ -326,18 +328,27 @@ class FeatureCache:
         self.by_digest: dict[bytes, tuple[str, int]] = {}
         self.images_computed = 0
         self.lookups = {"hit": 0, "miss": 0}
+        self._folded: Teacher | None = None
+
+    def _inference_teacher(self) -> Teacher:
+        """The frozen backbone with its BatchNorm folded into the convolutions (made once: it never trains)."""
+        if self._folded is None:
+            pairs = getattr(type(self.teacher.backbone), "BN_FOLD_PAIRS", ())
+            self._folded = bn_tools.fold_bn(self.teacher, pairs)[0]  # type: ignore[assignment]
+        return self._folded  # type: ignore[return-value]
 
     def _compute(self, ds: data.FaceDataset, items: list[tuple[int, int]], v: int) -> None:
         loader = DataLoader(ds, batch_size=self.batch_size, sampler=items, num_workers=self.workers)
-        self.teacher.eval()
+        teacher = self._inference_teacher()
         k = 0
         dev = devices.pick()
-        if devices.model_device(self.teacher) != dev:
-            self.teacher.to(dev)
+        if devices.model_device(teacher) != dev:
+            teacher.to(dev)
         for x, _, _ in loader:
             xd = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            quiet.checkpoint()
             with devices.autocast(dev):
-                f = self.teacher.features(xd).float().cpu()
+                f = teacher.features(xd).float().cpu()
             for img, row in zip(x, f):
                 key = (ds.samples[items[k][0]].path, v)
                 self.store[key] = row.clone()
@@ -786,6 +797,7 @@ def energy_method() -> tuple[str, Callable[[], float] | None]:
     return f"cpu_time x {PER_CORE_WATTS:g} W/core (assumed; no readable RAPL counter)", None
 
 
+@quiet.timing("SWAP CPU time and energy")
 def _cpu_and_energy(session: Any, input_size: int, iters: int, rapl: Callable[[], float] | None
                     ) -> tuple[float, float]:
     """CPU ms per batch-1 inference (process CPU time, 1 ORT thread) and energy per inference in mJ."""
@@ -803,6 +815,7 @@ def _cpu_and_energy(session: Any, input_size: int, iters: int, rapl: Callable[[]
     return cpu_ms, cpu_ms * PER_CORE_WATTS   # ms x W = mJ
 
 
+@quiet.timing("SWAP throughput")
 def _throughput(session: Any, input_size: int, batch: int, reps: int) -> float:
     x = np.random.default_rng(1).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
     name = session.get_inputs()[0].name
@@ -854,6 +867,7 @@ def _madds(model: nn.Module, size: int) -> float:
 
 
 
+@quiet.timing("SWAP latency rounds")
 def latency_rounds(paths: dict[str, Path], rounds: int, iters: int, warmup: int, input_size: int
                    ) -> dict[str, list[float]]:
     """Per-round median batch-1 latency (ms) of each ONNX model, ONNX Runtime CPU, 1 thread.

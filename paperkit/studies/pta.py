@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from paperkit import quiet
 from paperkit import complexity, results, stats
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, SharedStatsStore, bn_buffers, load_bn_buffers,
                                 recalibrate_bn, training_calibration, weights_fingerprint)
@@ -342,6 +343,21 @@ def _splits(model: nn.Module, study: Study) -> dict[str, stats.Scored]:
     return {split: _scored(model, study.loaders[split], study.profile.channels_last) for split in ("val", "test")}
 
 
+def _staged_splits(pta: nn.Module, study: Study, bn: Any) -> dict[str, dict[str, stats.Scored]]:
+    """Every configuration scored on val and test in one pass per split: the layers before the first PTA
+    block (most of the compute at 128 px) run once per image for all six (`paperkit.widgets.staged_scores`,
+    which checks itself against a plain forward); `bn` = per-node recalibrated statistics, None = current."""
+    from paperkit.widgets import staged_scores
+
+    out: dict[str, dict[str, stats.Scored]] = {c: {} for c in CONFIGS}
+    for split in ("val", "test"):
+        loader = study.loaders[split]
+        scores, y = staged_scores(pta, loader, CONFIGS, bn=bn)
+        for c in CONFIGS:
+            out[c][split] = stats.Scored.from_dataset(scores[c], y, loader.dataset)
+    return out
+
+
 def evaluate_seed(study: Study, seed: int) -> SeedRun:
     """Score No-PTA and every PTA configuration of one seed on val and test, with shared and with
     recalibrated BatchNorm statistics (each configuration's own, kept in `run.bn_states` for export)."""
@@ -359,17 +375,16 @@ def evaluate_seed(study: Study, seed: int) -> SeedRun:
         study.timings.setdefault("bn_recalibration_s_per_config", []).append(tree.seconds / len(CONFIGS))
         for config in CONFIGS:
             run.bn_states[config] = bn_buffers(load_bn_buffers(pta, tree.full(config)))
-            pta.configure(config)
-            run.scored[(config, BN_RECALIBRATED)] = _splits(pta, study)
+        for config, sc in _staged_splits(pta, study, tree).items():
+            run.scored[(config, BN_RECALIBRATED)] = sc
         shared = run.shared_bn
         if shared is None:
             print(f"note: no training (shared) BatchNorm statistics stored for seed {seed} "
                   f"({SharedStatsStore.FILE} missing beside the checkpoint); Table 3 has recalibrated rows only")
         else:
             load_bn_buffers(pta, shared)
-            for config in CONFIGS:
-                pta.configure(config)
-                run.scored[(config, BN_SHARED)] = _splits(pta, study)
+            for config, sc in _staged_splits(pta, study, None).items():
+                run.scored[(config, BN_SHARED)] = sc
         # control: the same re-estimation applied to No-PTA, whose statistics never mixed anything;
         # what it changes there is the clean-vs-augmented shift, not configuration mixing
         ctrl = recalibrate_bn(copy.deepcopy(base), study.calib, channels_last=cl)
@@ -518,6 +533,7 @@ def table4(study: Study | None = None, profile: str | Profile = "default") -> pd
 # --------------------------------------------------------------------------------------------------
 # Table 5: best quality and training time
 # --------------------------------------------------------------------------------------------------
+@quiet.timing("training step time (Table 5)")
 def step_timing(models: dict[str, nn.Module], loader: Any, rounds: int, steps: int = STEP_TIMING_STEPS,
                 channels_last: bool = True, lr: float = 1e-3, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per training step of each model, per round, measured interleaved (ABBA: the order flips

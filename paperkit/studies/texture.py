@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from paperkit import export, fourier, metrics, results
+from paperkit import export, fourier, metrics, quiet, results
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.profiles import Profile
 
@@ -202,6 +202,7 @@ def spectrum_errors(study: Study) -> pd.DataFrame:
             err, n = 0.0, 0
             with torch.no_grad():
                 for x, _, _ in study.loaders["test"]:
+                    quiet.checkpoint()
                     _, spec = m.forward_with_spectrum(x)
                     t = fourier.spectrum_target(x, spec.shape[-2:])
                     err += float(((spec - t) ** 2).mean(dim=(1, 2, 3)).sum())
