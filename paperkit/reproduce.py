@@ -413,8 +413,9 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
                   seeds: Sequence[int] | None, data_root: str, kernel: str, log_output: bool, force: bool,
                   dag: dict[str, Sequence[str]], jobs: int) -> dict[str, Any]:
     """Like :func:`_run_plan`, but a notebook starts as soon as the notebooks it depends on are done, up to
-    ``jobs`` at a time. A failure lets the running notebooks finish and starts no new one; a signal stops
-    every running kernel (SIGINT, as Ctrl-C would) and marks those notebooks interrupted."""
+    ``jobs`` at a time, the one that took longest last time first. A failure lets the running notebooks
+    finish and starts no new one; a signal stops every running kernel and marks those notebooks
+    interrupted."""
     import concurrent.futures as cf
 
     from . import quiet
@@ -433,7 +434,10 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
     ran: set[str] = set()
     done: set[str] = set()
     actions: dict[str, dict[str, Any]] = {}
-    pending = list(plan)
+    # longest first (the wall time each notebook took when it last ran, as the manifest recorded it): the
+    # longest notebook is the critical path, so it must not wait behind short ones; plan order breaks ties
+    last = {k: v.get("wall_time_s") for k, v in _entries(run_dir).items() if isinstance(v, dict)}
+    pending = sorted(plan, key=lambda item: -float(last.get(item[0].stem) or 0.0))
     running: dict[Any, tuple[Path, dict[str, Any], float]] = {}
     failures: list[tuple[Path, BaseException]] = []
     print(f"reproduce: up to {jobs} notebooks at a time, {threads} torch thread(s) each; latency and "
