@@ -49,7 +49,8 @@ class Profile:
     texture_lr: float = 2e-3
     fourier_weight: float = 1.0
     calib_images: int = 256              # INT8 calibration crops from the train split
-    bn_calib_images: int = 1024          # clean train crops that re-estimate a PTA configuration's BatchNorm stats
+    bn_calib_images: int = 512           # clean train crops that re-estimate a PTA configuration's BatchNorm stats
+                                         # (16 batches x 128 px: ~2M positions per channel in the first layers)
     # --- teacher / distillation study (seeds 001, 003) ----------------------------
     teacher_epochs: int = 3
     teacher_lr: float = 1e-3
@@ -62,7 +63,7 @@ class Profile:
     focal_threshold: float = 0.5
     # --- benchmarks ---------------------------------------------------------------
     latency_rounds: int = 7
-    latency_iters: int = 30
+    latency_iters: int = 20              # per round; intervals come from the rounds (paired, interleaved)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

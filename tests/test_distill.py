@@ -179,3 +179,22 @@ def test_cross_domain_rows_use_the_training_domains_val_threshold(tmp_path: Path
     assert video["threshold"] == pytest.approx(metrics.threshold_at_eer(v_val.scores, v_val.labels))
     assert video["hter"] == pytest.approx(100 * metrics.hter(v_test.scores, v_test.labels, video["threshold"]))
     assert video["n_test"] == 16
+
+
+def test_feature_cache_trunk_matches_the_teacher_and_a_miss_is_computed_not_dropped():
+    """The fast trunk (BN folded, ONNX Runtime on the CPU) gives the teacher's own features and logits; a
+    batch that was never cached (a cross-domain student's) gets logits computed now."""
+    import torch
+
+    from paperkit.models.teacher import teacher_net
+    from paperkit.studies.distill import FeatureCache
+
+    torch.manual_seed(0)
+    t = teacher_net(pretrained=False, input_size=64).eval()
+    cache = FeatureCache(t, batch_size=4, workers=0)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(cache.trunk()(x), t.features(x), rtol=1e-3, atol=1e-4)
+        logits = cache.teacher_logits(t.head, x)
+        torch.testing.assert_close(logits, t(x), rtol=1e-3, atol=1e-4)
+    assert cache.lookups == {"hit": 0, "miss": 1}

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from tiny_notebooks import write_notebook
 
-from paperkit import cli, reproduce
+from paperkit import cli, reproduce, results
 
 PARAMS = 'profile = "smoke"\ndata_root = ""\nrun_dir = ""\nseeds = None'
 BODY = ("import pathlib, time\nimport pandas as pd\nfrom paperkit import results\nt0 = time.time()\n"
@@ -266,3 +266,23 @@ def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_othe
 def test_jobs_must_be_a_positive_int(tmp_path):
     with pytest.raises(reproduce.ReproduceError, match="--jobs"):
         reproduce.run("smoke", tmp_path / "run", jobs=0)
+
+
+def test_jobs_start_the_notebook_that_took_longest_last_time_first(tmp_path, capsys):
+    d = tmp_path / "par"
+    d.mkdir()
+    for stem in ("00_base", "01_model", "02_other", "03_after"):
+        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = False\n" + SPANS)
+    run_dir = tmp_path / "run"
+    dag = {"00": (), "01": ("00",), "02": ("00",), "03": ("00",)}
+    reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
+                  dag=dag, jobs=1)
+    for stem, wall in (("01_model", 5.0), ("02_other", 1.0), ("03_after", 50.0)):   # as if 03 took longest
+        entry = json.loads((run_dir / "manifest.json").read_text())["entries"][stem]
+        results.update_manifest(run_dir, stem, {**entry, "wall_time_s": wall})
+    capsys.readouterr()
+    reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
+                  dag=dag, jobs=2, force=True)
+    starts = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("=== ") and " starts " in line]
+    assert starts[0] == "00_base" and starts[1:3] == ["03_after", "01_model"] and starts[3] == "02_other"
