@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="rerun every selected notebook, even those whose inputs did not change")
     r.add_argument("--jobs", default=None, type=int,
-                   help="notebooks run side by side when their inputs are ready (default: 3 on >= 2 cores, "
+                   help="notebooks run side by side when their inputs are ready (default: 2 on >= 2 cores, "
                         "else 1); timings still run on a quiet machine")
     return ap
 

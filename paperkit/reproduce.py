@@ -383,11 +383,11 @@ def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, p
 # Parallel runs: independent notebooks side by side, measurements on a quiet machine
 # --------------------------------------------------------------------------------------------------
 def default_jobs() -> int:
-    """Three notebooks at once (the DAG is three wide: 01, 02, 03 need only 00) when there are two cores or
-    more. On 2 cores two 1-thread kernels train 1.3-1.6x faster in total than one 2-thread kernel (small
-    depthwise networks scale poorly over threads), and a third keeps both cores busy while the longest
-    notebook finishes alone (measured: 22.9 min with 2 jobs, of which 2.7 min with one core idle)."""
-    return 3 if (os.cpu_count() or 1) >= 2 else 1
+    """Two notebooks at once when there are two cores or more: on 2 cores two 1-thread kernels train
+    1.3-1.6x faster in total than one 2-thread kernel (small depthwise networks scale poorly over threads).
+    Not three, though the DAG is three wide: measured cold on 2 cores, 3 jobs took 26.4 min against 22.9
+    for 2 (three kernels and their loader workers on two cores slow every notebook, the 01 -> 05 chain most)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def _kernel_children() -> list[int]:
