@@ -21,14 +21,15 @@ class Profile:
     # --- embedded synthetic dataset (paperkit.synth) -------------------------------
     synth_identities: int = 192          # subjects, split train/test by subject (synth_test_fraction)
     synth_test_fraction: float = 0.5     # 96 test subjects, 3,072 test images: the subject-bootstrap
-                                         # ACER interval is about +-1.5 points at ACER ~6%; 96 train
-                                         # subjects (77 train / 19 val): the 20-minute budget of the
-                                         # default chain on 2 cores is spent on the test split first
+                                         # ACER interval is about +-1.5 points at ACER ~6%, +-2 at ~10%;
+                                         # 96 train subjects (77 train / 19 val): the ~20-minute budget of
+                                         # the default chain on 2 cores is spent on the test split first
     synth_live_per_identity: int = 12    # bona fide captures per subject
     synth_spoof_per_identity: int = 20   # attack captures per subject
     synth_image_size: int = 224          # side of the written images (CelebA-Spoof BB frame is 224)
     synth_difficulty: float = 0.25       # 0 = blatant attacks, 1 = barely visible cues
-                                         # (0.25: ~6% test ACER, MobileNetV2 4 epochs, synth v3)
+                                         # (0.25, synth v3: No-PTA test ACER ~10% with 77 train subjects
+                                         # and 3 epochs, ~6% with 115 subjects and 4 epochs)
     # --- data loading (paperkit.data) ---------------------------------------------
     input_size: int = 128                # face crop side fed to every model (seed 000)
     batch_size: int = 32

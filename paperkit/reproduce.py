@@ -453,6 +453,7 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
     pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook")
     try:
         while pending or running:
+            progressed = False
             for item in list(pending):
                 if failures or len(running) >= jobs:
                     break
@@ -461,6 +462,7 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
                 if any(d in stems and d not in done for d in deps):
                     continue
                 pending.remove(item)
+                progressed = True
                 inputs = _inputs(nb, params, shared, deps, run_dir)
                 why = ["forced (--force)"] if force else _stale(run_dir, nb, inputs, deps, ran)
                 if not why:
@@ -478,6 +480,8 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
             if failures:
                 pending.clear()
             if not running:
+                if pending and progressed:   # a reused notebook made others ready: look again
+                    continue
                 if pending:   # cannot happen with a DAG over the plan; never spin
                     raise ReproduceError(f"no notebook can start: {[nb.stem for nb, _ in pending]} wait on each other")
                 break
@@ -520,6 +524,8 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
                           "to finish", signum) from None
     finally:
         pool.shutdown(wait=True)
+        for name in (quiet.GATE, quiet.WORK):   # the kernels are gone: nothing holds these any more
+            (run_dir / name).unlink(missing_ok=True)
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -82,6 +82,19 @@ def _one(df: pd.DataFrame, **match: Any) -> pd.Series | None:
 
 
 # ------------------------------------------------------------------------------------------ sections
+def _times(total: float, per: str, rep: dict[str, Any], stems: set[str]) -> str:
+    """The run's wall time: the sum of the notebooks' times when they ran one at a time; with notebooks side
+    by side (reproduce --jobs) the reproduce entry's wall time, when that run produced every notebook shown."""
+    par = rep.get("parallel") or {}
+    jobs = par.get("jobs") if isinstance(par, dict) else None
+    wall = rep.get("total_wall_time_s")
+    ran = {k for k, v in (rep.get("notebooks") or {}).items() if isinstance(v, dict) and v.get("action") == "ran"}
+    if isinstance(jobs, int) and jobs > 1 and isinstance(wall, (int, float)) and stems <= ran:
+        return (f", {wall / 60:.1f} minutes wall with {jobs} notebooks at a time ({per} min per notebook, "
+                "side by side)")
+    return f", {total / 60:.1f} minutes in all ({per} min)"
+
+
 def _header(run_dir: Path, manifest: dict[str, Any]) -> str:
     entries = manifest.get("entries", {})
     rep = entries.get("reproduce", {})
@@ -105,7 +118,7 @@ def _header(run_dir: Path, manifest: dict[str, Any]) -> str:
             f"{revision} on the embedded **synthetic** dataset (`{name}`: "
             f"{data.get('identities', '?')} identities, {_int(tr.get('images'))} train / {_int(te.get('images'))} test "
             f"images, {te.get('subjects', '?')} test subjects at {data.get('image_size', '?')} px)"
-            + (f", {total / 60:.1f} minutes in all ({per} min)" if total else "")
+            + (_times(total, per, rep, set(times)) if total else "")
             + ". Intervals are 95%, from a bootstrap over test subjects; a comparison uses a paired bootstrap over "
             "the same images. Every CSV is in `results/tables/`, every figure in `results/figures/`, per-image "
             "scores in `results/predictions/`. **These are not CelebA-Spoof numbers.**")

@@ -226,14 +226,19 @@ def _spans(run_dir: Path) -> dict[str, tuple[float, float]]:
     return out
 
 
-def test_jobs_run_independent_notebooks_side_by_side_and_dependants_after(tmp_path):
+def _par(tmp_path: Path, fail: str = "", dag: dict | None = None) -> dict:
+    """Four SPANS notebooks (``fail`` raises) and the run() keywords for them, two jobs."""
     d = tmp_path / "par"
     d.mkdir()
     for stem in ("00_base", "01_model", "02_other", "03_after"):
-        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = False\n" + SPANS)
+        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = {stem == fail}\n" + SPANS)
+    return dict(data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False, dag=dag or DAG, jobs=2)
+
+
+def test_jobs_run_independent_notebooks_side_by_side_and_dependants_after(tmp_path):
+    kw = _par(tmp_path)
     run_dir = tmp_path / "run"
-    r = reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
-                      dag=DAG, jobs=2)
+    r = reproduce.run("smoke", run_dir, **kw)
     assert r["ran"] == ["00_base", "01_model", "02_other", "03_after"]
     s = _spans(run_dir)
     assert s["01_model"][0] >= s["00_base"][1] and s["02_other"][0] >= s["00_base"][1]   # after their dependency
@@ -242,20 +247,15 @@ def test_jobs_run_independent_notebooks_side_by_side_and_dependants_after(tmp_pa
     rep = json.loads((run_dir / "manifest.json").read_text())["entries"]["reproduce"]
     assert rep["parallel"]["jobs"] == 2 and rep["status"] == "complete"
     assert rep["total_wall_time_s"] < sum(rep["notebook_wall_time_s"].values())   # wall, not the sum
-    r = reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
-                      dag=DAG, jobs=2)
+    r = reproduce.run("smoke", run_dir, **kw)
     assert r["ran"] == [] and r["reused"] == ["00_base", "01_model", "02_other", "03_after"]
 
 
 def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_other(tmp_path):
-    d = tmp_path / "par"
-    d.mkdir()
-    for stem in ("00_base", "01_model", "02_other", "03_after"):
-        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = {stem == '02_other'}\n" + SPANS)
+    kw = _par(tmp_path, fail="02_other")
     run_dir = tmp_path / "run"
     with pytest.raises(reproduce.ReproduceError, match="02_other.ipynb failed"):
-        reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
-                      dag=DAG, jobs=2)
+        reproduce.run("smoke", run_dir, **kw)
     s = _spans(run_dir)
     assert "01_model" in s and "03_after" not in s     # 01 finished beside the failure; 03 never started
     entries = json.loads((run_dir / "manifest.json").read_text())["entries"]
@@ -269,20 +269,25 @@ def test_jobs_must_be_a_positive_int(tmp_path):
 
 
 def test_jobs_start_the_notebook_that_took_longest_last_time_first(tmp_path, capsys):
-    d = tmp_path / "par"
-    d.mkdir()
-    for stem in ("00_base", "01_model", "02_other", "03_after"):
-        write_notebook(d / f"{stem}.ipynb", PARAMS, f"NAME = {stem!r}\nFAIL = False\n" + SPANS)
+    kw = _par(tmp_path, dag={"00": (), "01": ("00",), "02": ("00",), "03": ("00",)})
     run_dir = tmp_path / "run"
-    dag = {"00": (), "01": ("00",), "02": ("00",), "03": ("00",)}
-    reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
-                  dag=dag, jobs=1)
+    reproduce.run("smoke", run_dir, **{**kw, "jobs": 1})
     for stem, wall in (("01_model", 5.0), ("02_other", 1.0), ("03_after", 50.0)):   # as if 03 took longest
         entry = json.loads((run_dir / "manifest.json").read_text())["entries"][stem]
         results.update_manifest(run_dir, stem, {**entry, "wall_time_s": wall})
     capsys.readouterr()
-    reproduce.run("smoke", run_dir, data_root=str(tmp_path / "no_data"), notebook_dir=d, log_output=False,
-                  dag=dag, jobs=2, force=True)
+    reproduce.run("smoke", run_dir, force=True, **kw)
     starts = [line.split()[1] for line in capsys.readouterr().out.splitlines()
               if line.startswith("=== ") and " starts " in line]
     assert starts[0] == "00_base" and starts[1:3] == ["03_after", "01_model"] and starts[3] == "02_other"
+
+
+def test_jobs_a_noop_rerun_reuses_everything_whatever_the_start_order(tmp_path):
+    """Reused notebooks make their dependants ready within the same scheduling pass (no false deadlock)."""
+    kw = _par(tmp_path)
+    run_dir = tmp_path / "run"
+    reproduce.run("smoke", run_dir, **kw)
+    entry = json.loads((run_dir / "manifest.json").read_text())["entries"]["00_base"]
+    results.update_manifest(run_dir, "00_base", {**entry, "wall_time_s": 0.0})   # 00 sorts last
+    r = reproduce.run("smoke", run_dir, **kw)
+    assert r["ran"] == [] and r["reused"] == ["00_base", "01_model", "02_other", "03_after"]
