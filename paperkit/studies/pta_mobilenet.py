@@ -37,6 +37,7 @@ from paperkit import quiet
 from paperkit import complexity, results, stats
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, SharedStatsStore, bn_buffers, load_bn_buffers,
                                 recalibrate_bn, training_calibration, weights_fingerprint)
+from paperkit.config_tree import staged_bn_states, staged_scores
 from paperkit.models.pta import (CONFIGS, META, PAPER_TRAINING, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
                                  parse_config, pta_mobilenet_v2)
 from paperkit.profiles import Profile, get_profile, resolve_seeds
@@ -321,7 +322,7 @@ def _first_batches(loader: Any, n: int) -> list[tuple[Tensor, Tensor]]:
 def _require_run(study: Study, seed: int | None = None) -> SeedRun:
     run = study.runs.get(study.seed if seed is None else seed)
     if run is None or "nopta" not in run.models or "pta" not in run.models:
-        raise RuntimeError("no trained models in this study; run paperkit.studies.pta.train(study) first")
+        raise RuntimeError("no trained models in this study; run paperkit.studies.pta_mobilenet.train(study) first")
     return run
 
 
@@ -345,10 +346,8 @@ def _splits(model: nn.Module, study: Study) -> dict[str, stats.Scored]:
 
 def _staged_splits(pta: nn.Module, study: Study, bn: Any) -> dict[str, dict[str, stats.Scored]]:
     """Every configuration scored on val and test in one pass per split: the layers before the first PTA
-    block (most of the compute at 128 px) run once per image for all six (`paperkit.widgets.staged_scores`,
+    block (most of the compute at 128 px) run once per image for all six (`paperkit.config_tree.staged_scores`,
     which checks itself against a plain forward); `bn` = per-node recalibrated statistics, None = current."""
-    from paperkit.widgets import staged_scores
-
     out: dict[str, dict[str, stats.Scored]] = {c: {} for c in CONFIGS}
     for split in ("val", "test"):
         loader = study.loaders[split]
@@ -361,8 +360,6 @@ def _staged_splits(pta: nn.Module, study: Study, bn: Any) -> dict[str, dict[str,
 def evaluate_seed(study: Study, seed: int) -> SeedRun:
     """Score No-PTA and every PTA configuration of one seed on val and test, with shared and with
     recalibrated BatchNorm statistics (each configuration's own, kept in `run.bn_states` for export)."""
-    from paperkit.widgets import staged_bn_states
-
     run = _require_run(study, seed)
     base, pta = run.models["nopta"], run.models["pta"]
     cl = study.profile.channels_last
@@ -370,7 +367,7 @@ def evaluate_seed(study: Study, seed: int) -> SeedRun:
     run.scored = {("NoPTA", BN_NONE): _splits(base, study)}
     try:
         # one walk of the configuration tree: the layers before the first PTA block run once for all six
-        # configurations (what recalibrate_bn per configuration gives; tests/test_widgets.py checks it)
+        # configurations (what recalibrate_bn per configuration gives; tests/test_compare_branches.py checks it)
         tree = staged_bn_states(pta, study.calib, CONFIGS)
         study.timings.setdefault("bn_recalibration_s_per_config", []).append(tree.seconds / len(CONFIGS))
         for config in CONFIGS:
@@ -650,7 +647,7 @@ def figure2(study: Study) -> Any:
 
     hist = study.tables.get("history")
     if hist is None:
-        raise RuntimeError("no training history; run paperkit.studies.pta.train(study) first")
+        raise RuntimeError("no training history; run paperkit.studies.pta_mobilenet.train(study) first")
     pta_name = MODEL_NAMES["pta"]
     long = [hist.assign(series=[f"{m} (BN recalibrated)" if m == pta_name else m for m in hist["model"]])]
     shared = hist[(hist["model"] == pta_name) & hist["val_acer_shared_bn"].notna()]
