@@ -227,7 +227,7 @@ def test_recalibrating_validation_does_not_change_training(tiny_celeba_clean, tm
     from paperkit import data
     from paperkit.batchnorm import SharedStatsStore, training_calibration, weights_fingerprint
     from paperkit.profiles import get_profile
-    from paperkit.studies.pta_mobilenet import PTAFitHooks
+    from paperkit.studies.pta_training import PTAFitHooks
     from paperkit.train import fit, load_checkpoint
 
     prof = get_profile("smoke", input_size=32, batch_size=4, num_workers=0)

@@ -138,17 +138,8 @@ def _recorded_seed(table: pd.DataFrame, entry: Mapping[str, Any]) -> int | None:
     return None
 
 
-def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | None = None) -> BranchState:
-    """A `BranchState` built from what notebook 05 recorded in `run_dir` (no model, no data, no timing).
-
-    Reads `tables/branch_comparison.csv` (one row per configuration, the No-PTA reference optional) and,
-    for provenance, the notebook's entry in `manifest.json`. The table must hold all 27 configurations
-    and the columns of `RECORDED_COLUMNS`; it must come from the same profile (and seed, when given)
-    as asked for. Raises FileNotFoundError when there is no such table, ValueError when it is unusable.
-    """
-    import json
-
-    name = _profile_name(profile)
+def _recorded_table(run_dir: str | Path, name: str) -> tuple[Path, pd.DataFrame, list[str]]:
+    """`tables/branch_comparison.csv`, its path and its configurations, refused unless notebook 05 wrote it."""
     path = Path(run_dir) / "tables" / f"{RECORDED_TABLE}.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no recorded comparison at {path}")
@@ -162,6 +153,13 @@ def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | No
     if absent or len(set(configs)) != len(configs):
         raise ValueError(f"{path} must hold each of the 27 configurations once (absent: {absent}); "
                          f"{_retrain_hint(run_dir, name)}")
+    return path, table, configs
+
+
+def _recorded_manifest(run_dir: str | Path) -> tuple[Path, Any, Any, dict[str, Any]]:
+    """`manifest.json`'s path, content, entries and notebook 05's entry ({} where absent or unreadable)."""
+    import json
+
     manifest: dict[str, Any] = {}
     mpath = Path(run_dir) / "manifest.json"
     try:
@@ -171,6 +169,43 @@ def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | No
     entries = manifest.get("entries", {}) if isinstance(manifest, dict) else {}
     entry = entries.get(NOTEBOOK, {}) if isinstance(entries, dict) else {}
     entry = entry if isinstance(entry, dict) else {}
+    return mpath, manifest, entries, entry
+
+
+def _recorded_report(record: Mapping[str, Any], c: str, path: Path, run_dir: str | Path, name: str,
+                     bn_recorded: bool) -> dict[str, Any]:
+    """One recorded table row as the report `config_report` would have built (derived columns dropped)."""
+    row = {k: _plain(v) for k, v in record.items()
+           if k not in _DERIVED_COLUMNS and not k.startswith(_DERIVED_PREFIXES)}
+    row["config"] = c
+    for k in RECORDED_COLUMNS[1:]:
+        row[k] = float(row[k])
+    if not math.isfinite(row["latency_ms"]) or row["latency_ms"] <= 0:
+        raise ValueError(f"{path}: {c} has no recorded latency ({row['latency_ms']}); "
+                         f"{_retrain_hint(run_dir, name)}")
+    is_ref = c == REFERENCE
+    row.setdefault("blocks", "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in c))
+    if not bn_recorded or not isinstance(row.get("bn"), str):
+        row["bn"] = "n/a" if is_ref else "shared"
+    row.setdefault("latency_backend", LATENCY_BACKEND)
+    row.setdefault("dataset", "")
+    row.setdefault("paper_config", c in META)
+    row.setdefault("trained_config", bool(is_ref or c in PTA_TRAIN_PROBS))
+    row["samples"] = []
+    return row
+
+
+def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | None = None) -> BranchState:
+    """A `BranchState` built from what notebook 05 recorded in `run_dir` (no model, no data, no timing).
+
+    Reads `tables/branch_comparison.csv` (one row per configuration, the No-PTA reference optional) and,
+    for provenance, the notebook's entry in `manifest.json`. The table must hold all 27 configurations
+    and the columns of `RECORDED_COLUMNS`; it must come from the same profile (and seed, when given)
+    as asked for. Raises FileNotFoundError when there is no such table, ValueError when it is unusable.
+    """
+    name = _profile_name(profile)
+    path, table, configs = _recorded_table(run_dir, name)
+    mpath, manifest, entries, entry = _recorded_manifest(run_dir)
     if entry.get("status") == "running":  # `paperkit reproduce` marks the notebook it is running so
         raise ValueError(f"{mpath} says {NOTEBOOK} is being rerun (by `paperkit reproduce`): a reproduction "
                          "scores the model it trained, so include notebook 01 in the same run (--only 01,05)")
@@ -182,29 +217,10 @@ def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | No
     if seed is not None and rec_seed is not None and int(seed) != rec_seed:
         raise ValueError(f"{path} was recorded with seed {rec_seed}, not {seed}; {_retrain_hint(run_dir, name)}")
     bn_recorded = "bn" in table.columns
-    reports: dict[str, dict[str, Any]] = {}
     # the 27 in the table's order (other rows, e.g. from a later model, are not this widget's)
     order = ([REFERENCE] if REFERENCE in configs else []) + [c for c in configs if c in ALL_CONFIGS]
     rows = {str(r["config"]): r for r in table.to_dict("records")}
-    for c in order:
-        row = {k: _plain(v) for k, v in rows[c].items()
-               if k not in _DERIVED_COLUMNS and not k.startswith(_DERIVED_PREFIXES)}
-        row["config"] = c
-        for k in RECORDED_COLUMNS[1:]:
-            row[k] = float(row[k])
-        if not math.isfinite(row["latency_ms"]) or row["latency_ms"] <= 0:
-            raise ValueError(f"{path}: {c} has no recorded latency ({row['latency_ms']}); "
-                             f"{_retrain_hint(run_dir, name)}")
-        is_ref = c == REFERENCE
-        row.setdefault("blocks", "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in c))
-        if not bn_recorded or not isinstance(row.get("bn"), str):
-            row["bn"] = "n/a" if is_ref else "shared"
-        row.setdefault("latency_backend", LATENCY_BACKEND)
-        row.setdefault("dataset", "")
-        row.setdefault("paper_config", c in META)
-        row.setdefault("trained_config", bool(is_ref or c in PTA_TRAIN_PROBS))
-        row["samples"] = []
-        reports[c] = row
+    reports = {c: _recorded_report(rows[c], c, path, run_dir, name, bn_recorded) for c in order}
     datasets = sorted({str(r["dataset"]) for r in reports.values() if str(r["dataset"]) not in ("", "nan")})
     prior = entries.get("01_pta_mobilenet", {}) if isinstance(entries, dict) else {}
     provenance = {
