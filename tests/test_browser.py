@@ -168,12 +168,13 @@ def test_notebook_05_in_a_real_browser(lab, tmp_path):
     import pandas as pd
     from playwright.sync_api import expect, sync_playwright
 
-    from paperkit import widgets
+    from paperkit import config_tree
+    from paperkit.studies import branch_reports, compare_branches
 
     url, token, run, log_path = lab
     expect.set_options(timeout=STEP_TIMEOUT_MS)
     recorded = pd.read_csv(run / "tables" / "branch_comparison.csv").set_index("config")
-    reports = widgets.recorded_state(run, "default").reports
+    reports = compare_branches.recorded_state(run, "default").reports
     t0 = time.monotonic()
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
@@ -213,7 +214,7 @@ def test_notebook_05_in_a_real_browser(lab, tmp_path):
             expect(page.locator(".paperkit-budget .noUi-handle, .paperkit-budget input").first).to_be_attached()
             expect(page.locator(".paperkit-note")).to_contain_text("no sample faces")
             rows = _wait_rows(page, lambda r: len(r) == 2 and r[0][0] == "HHH", "initial HHH")
-            assert _active(page) == "HHH" and rows[1][0] == widgets.REFERENCE
+            assert _active(page) == "HHH" and rows[1][0] == config_tree.REFERENCE
 
             # toggle block 1 to Light: LHH with its own recorded latency and ACER
             page.locator(".paperkit-block-1 button", has_text="Light").click()
@@ -230,7 +231,7 @@ def test_notebook_05_in_a_real_browser(lab, tmp_path):
             expect(page.locator(".paperkit-table")).to_contain_text("pinned: LHH")
             page.locator(".paperkit-block-3 button", has_text="Both").click()
             rows = _wait_rows(page, lambda r: r and r[0][0] == "LHB", "toggle block 3 -> Both after Pin")
-            assert len(rows) == n_before + 1 and [r[0] for r in rows] == ["LHB", "LHH", widgets.REFERENCE]
+            assert len(rows) == n_before + 1 and [r[0] for r in rows] == ["LHB", "LHH", config_tree.REFERENCE]
             assert rows[0][4] == f"{recorded.loc['LHB', 'latency_ms']:.2f}"
 
             # drag the budget slider to ~20% of its track: the best recorded val ACER that fits is chosen
@@ -248,7 +249,7 @@ def test_notebook_05_in_a_real_browser(lab, tmp_path):
             budget, chosen = float(m.group(1)), m.group(2)
             rows = _wait_rows(page, lambda r: r and r[0][0] == chosen, f"budget {budget} ms -> {chosen}")
             assert chosen != before and _active(page) == chosen
-            fits = {widgets.best_under_budget(reports, budget + d).config for d in (-0.005, 0.0, 0.005)}
+            fits = {branch_reports.best_under_budget(reports, budget + d).config for d in (-0.005, 0.0, 0.005)}
             assert chosen in fits, (budget, chosen, fits)
             assert float(rows[0][4]) <= budget + 0.01
 

@@ -146,7 +146,7 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
 
     from paperkit import complexity, results
     from paperkit.batchnorm import SharedStatsStore, bn_buffers
-    from paperkit.studies import pta as study_mod
+    from paperkit.studies import pta_mobilenet as study_mod
 
     configs = ["NoPTA", "HHH", "LHH", "HLH", "HHL", "LLL", "BBB"]
     seen_bn: dict = {}
@@ -227,7 +227,7 @@ def test_recalibrating_validation_does_not_change_training(tiny_celeba_clean, tm
     from paperkit import data
     from paperkit.batchnorm import SharedStatsStore, training_calibration, weights_fingerprint
     from paperkit.profiles import get_profile
-    from paperkit.studies.pta import PTAFitHooks
+    from paperkit.studies.pta_training import PTAFitHooks
     from paperkit.train import fit, load_checkpoint
 
     prof = get_profile("smoke", input_size=32, batch_size=4, num_workers=0)

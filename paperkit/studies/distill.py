@@ -1256,7 +1256,7 @@ def _pta_points(run_dir: Path) -> pd.DataFrame | None:
     lat_col = next((c for c in ("latency_ms_ort", "latency_ms", "latency_ms_torch") if c in t4), None)
     if lat_col is None:
         return None
-    from paperkit.studies.pta import table3_rows
+    from paperkit.studies.pta_mobilenet import table3_rows
     t3 = table3_rows(t3)
     t3 = t3[t3["config"] != "NoPTA"]
     df = t4[["config", lat_col]].merge(t3[["config", "acer"]], on="config")

@@ -1,4 +1,5 @@
-"""paperkit.widgets driven headlessly: a tiny PTA model trained 1 epoch by the shared loop on a tiny tree."""
+"""Notebook 05 (paperkit.studies.compare_branches, branch_reports, paperkit.config_tree, paperkit.widgets) driven
+headlessly: a tiny PTA model trained 1 epoch by the shared loop on a tiny tree."""
 from __future__ import annotations
 
 import math
@@ -9,9 +10,11 @@ import pytest
 import torch
 
 from conftest import build_tiny_celeba, clean_tree
-from paperkit import complexity, data, results, widgets
+from paperkit import complexity, config_tree, data, results, widgets
+from paperkit.batchnorm import training_calibration
 from paperkit.models.pta import CONFIGS, META, mobilenet_v2_baseline, pta_mobilenet_v2
 from paperkit.profiles import get_profile
+from paperkit.studies import branch_reports, compare_branches
 from paperkit.train import fit, predict_scores
 
 PROFILE = get_profile("smoke", input_size=32, batch_size=8, num_workers=0, latency_rounds=1, latency_iters=2)
@@ -35,57 +38,57 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def state(run):
-    return widgets.prepare(PROFILE, str(run["root"]), run["run_dir"], [0], n_samples=4, progress=False)
+    return compare_branches.prepare(PROFILE, str(run["root"]), run["run_dir"], [0], n_samples=4, progress=False)
 
 
 def _fresh_state(state):
     """A state sharing the (expensive) reports but with its own selection."""
-    return widgets.BranchState(model=state.model, reports=state.reports, samples=state.samples,
-                               dataset=state.dataset)
+    return branch_reports.BranchState(model=state.model, reports=state.reports, samples=state.samples,
+                                      dataset=state.dataset)
 
 
 # ------------------------------------------------------------------------------------------ loading
 def test_missing_checkpoint_says_to_run_notebook_01(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"notebook 01.*--only 01"):
-        widgets.load_pta(tmp_path, "smoke")
+        compare_branches.load_pta(tmp_path, "smoke")
     with pytest.raises(FileNotFoundError, match="01_pta_default_s0"):
-        widgets.prepare("default", "", tmp_path)
+        compare_branches.prepare("default", "", tmp_path)
     with pytest.raises(FileNotFoundError, match="01_pta_smoke_s3.*seed 3"):
-        widgets.prepare("smoke", "", tmp_path, [3, 4])
-    assert widgets.load_nopta(tmp_path, "smoke") is None
+        compare_branches.prepare("smoke", "", tmp_path, [3, 4])
+    assert compare_branches.load_nopta(tmp_path, "smoke") is None
 
 
 def test_load_pta_gives_the_trained_weights(run):
-    model = widgets.load_pta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], "smoke")
     assert model.config == "HHH" and not model.training
-    ck = torch.load(widgets.checkpoint_path(run["run_dir"], "smoke"), weights_only=True)
+    ck = torch.load(compare_branches.checkpoint_path(run["run_dir"], "smoke"), weights_only=True)
     for k, v in ck["best_state"].items():
         assert torch.equal(model.state_dict()[k], v), k
 
 
 def test_all_27_configurations_paper_six_first():
-    assert len(widgets.ALL_CONFIGS) == len(set(widgets.ALL_CONFIGS)) == 27
-    assert widgets.ALL_CONFIGS[:6] == CONFIGS
+    assert len(config_tree.ALL_CONFIGS) == len(set(config_tree.ALL_CONFIGS)) == 27
+    assert config_tree.ALL_CONFIGS[:6] == CONFIGS
 
 
 # ------------------------------------------------------------------------------------------ scores
 def test_staged_scores_equal_plain_forward(run):
-    model = widgets.load_pta(run["run_dir"], "smoke")
-    ref = widgets.load_nopta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    ref = compare_branches.load_nopta(run["run_dir"], "smoke")
     loader = run["loaders"]["test"]
-    got, labels = widgets.staged_scores(model, loader, widgets.ALL_CONFIGS, reference=ref)
-    assert set(got) == set(widgets.ALL_CONFIGS) | {widgets.REFERENCE}
+    got, labels = config_tree.staged_scores(model, loader, config_tree.ALL_CONFIGS, reference=ref)
+    assert set(got) == set(config_tree.ALL_CONFIGS) | {config_tree.REFERENCE}
     for cfg in ("HHH", "LLL", "BBB", "BLH", "LBL"):
         s, y = predict_scores(model.configure(cfg), loader, channels_last=False)
         np.testing.assert_allclose(got[cfg], s, atol=1e-5)
         np.testing.assert_array_equal(labels, y)
     s, _ = predict_scores(ref, loader, channels_last=False)
-    np.testing.assert_allclose(got[widgets.REFERENCE], s, atol=1e-5)
+    np.testing.assert_allclose(got[config_tree.REFERENCE], s, atol=1e-5)
 
 
 def test_staged_scores_restore_the_configuration(run):
-    model = widgets.load_pta(run["run_dir"], "smoke").configure("LBH")
-    widgets.staged_scores(model, run["loaders"]["val"], ["HHH", "BBB"])
+    model = compare_branches.load_pta(run["run_dir"], "smoke").configure("LBH")
+    config_tree.staged_scores(model, run["loaders"]["val"], ["HHH", "BBB"])
     assert model.config == "LBH"
 
 
@@ -94,18 +97,18 @@ def test_staged_bn_equals_recalibrating_each_configuration(run):
     configuration followed by a plain forward gives (same crops): the shared prefix does not leak stats."""
     from paperkit.batchnorm import bn_buffers, recalibrate_bn
 
-    model = widgets.load_pta(run["run_dir"], "smoke")
-    calib = widgets.calibration_set(run["loaders"], PROFILE)
+    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    calib = training_calibration(run["loaders"], PROFILE)
     before = bn_buffers(model)
-    bn = widgets.staged_bn_states(model, calib, ["HHH", "LLL", "BLH", "LBL"])
+    bn = config_tree.staged_bn_states(model, calib, ["HHH", "LLL", "BLH", "LBL"])
     assert len(bn.nodes) == 3 + 4 + 4 and bn.covers("BLH") and not bn.covers("BBB")
     for k, v in bn_buffers(model).items():
         assert torch.equal(v, before[k]), k  # the model is left as it was
     loader = run["loaders"]["test"]
-    got, _ = widgets.staged_scores(model, loader, ["HHH", "LLL", "BLH", "LBL"], bn=bn)
-    plain = widgets.staged_scores(model, loader, ["LLL"])[0]["LLL"]
+    got, _ = config_tree.staged_scores(model, loader, ["HHH", "LLL", "BLH", "LBL"], bn=bn)
+    plain = config_tree.staged_scores(model, loader, ["LLL"])[0]["LLL"]
     for cfg in ("HHH", "LLL", "BLH", "LBL"):
-        ref = widgets.load_pta(run["run_dir"], "smoke").configure(cfg)
+        ref = compare_branches.load_pta(run["run_dir"], "smoke").configure(cfg)
         recalibrate_bn(ref, calib)
         for k, v in bn.full(cfg).items():
             torch.testing.assert_close(ref.state_dict()[k], v, msg=k)
@@ -114,16 +117,16 @@ def test_staged_bn_equals_recalibrating_each_configuration(run):
     assert not np.allclose(plain, got["LLL"], atol=1e-4), "recalibration must change LLL's scores here"
     # extending covers new configurations without recomputing the known nodes' statistics
     n_before = dict(bn.nodes)
-    widgets.staged_bn_states(model, calib, ["BBB"], existing=bn)
+    config_tree.staged_bn_states(model, calib, ["BBB"], existing=bn)
     assert bn.covers("BBB") and all(torch.equal(bn.nodes["H"][k], v) for k, v in n_before["H"].items())
     with pytest.raises(KeyError, match="no BatchNorm statistics"):
-        widgets.staged_scores(model, loader, ["HBL"], bn=bn)
+        config_tree.staged_scores(model, loader, ["HBL"], bn=bn)
 
 
 def test_score_cache_recalibrates_once_per_configuration(run):
-    model = widgets.load_pta(run["run_dir"], "smoke")
-    calib = widgets.calibration_set(run["loaders"], PROFILE)
-    cache = widgets.ScoreCache({k: run["loaders"][k] for k in ("val", "test")}, calib=calib)
+    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    calib = training_calibration(run["loaders"], PROFILE)
+    cache = branch_reports.ScoreCache({k: run["loaders"][k] for k in ("val", "test")}, calib=calib)
     assert cache.bn_mode == "recalibrated"
     cache.fill(model, ["HHH", "LLL"])
     assert cache.calibrations == 1 and cache.passes == 2
@@ -135,8 +138,8 @@ def test_score_cache_recalibrates_once_per_configuration(run):
 
 
 def test_each_configuration_is_evaluated_once(run):
-    model = widgets.load_pta(run["run_dir"], "smoke")
-    cache = widgets.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
+    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    cache = branch_reports.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
     cache.scores(model, "test", "LHB")
     assert cache.passes == 1
     cache.scores(model, "test", "lhb")
@@ -166,7 +169,7 @@ def test_report_fields(state):
     for s in r["samples"]:
         assert 0.0 <= s["score"] <= 1.0 and s["pred"] == int(s["score"] >= 0.5)
         assert s["correct"] == (s["pred"] == s["label"])
-    assert set(state.reports) == set(widgets.ALL_CONFIGS) | {widgets.REFERENCE}
+    assert set(state.reports) == set(config_tree.ALL_CONFIGS) | {config_tree.REFERENCE}
     assert state.reports["LLL"]["trained_config"] and not state.reports["BBB"]["trained_config"]
 
 
@@ -180,25 +183,25 @@ def test_report_complexity_matches_direct_count(state):
 
 
 def test_summed_madds_reproduce_the_paper_at_128():
-    got = widgets.complexity_by_config(pta_mobilenet_v2(num_classes=2), CONFIGS, 128)
+    got = branch_reports.complexity_by_config(pta_mobilenet_v2(num_classes=2), CONFIGS, 128)
     for cfg in CONFIGS:
         assert got[cfg]["madds_m"] == pytest.approx(META[cfg]["madds_m"], abs=0.02), cfg
 
 
 def test_config_report_measures_when_not_given(run):
-    model = widgets.load_pta(run["run_dir"], "smoke")
-    cache = widgets.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
-    r = widgets.config_report(model, "hlb", cache, input_size=PROFILE.input_size)
+    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    cache = branch_reports.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
+    r = branch_reports.config_report(model, "hlb", cache, input_size=PROFILE.input_size)
     assert r["config"] == "HLB" and r["latency_ms"] > 0 and r["madds_m"] > 0 and r["samples"] == []
     with pytest.raises(ValueError, match="unknown configuration"):
-        widgets.config_report(model, "HXH", cache)
+        branch_reports.config_report(model, "HXH", cache)
 
 
 def test_compare_side_by_side(state):
-    df = widgets.compare(state.reports, ["HHH", "lll", "NoPTA"])
+    df = branch_reports.compare(state.reports, ["HHH", "lll", "NoPTA"])
     assert list(df["config"]) == ["HHH", "LLL", "NoPTA"] and "samples" not in df.columns
     with pytest.raises(KeyError, match="no report"):
-        widgets.compare({"HHH": state.reports["HHH"]}, ["LLL"])
+        branch_reports.compare({"HHH": state.reports["HHH"]}, ["LLL"])
 
 
 # ------------------------------------------------------------------------------------------ budget
@@ -210,19 +213,19 @@ def test_budget_picks_lowest_validation_acer_that_fits():
     reports = {"NoPTA": _rep("NoPTA", 5.0, 0.0, 0.0), "HHH": _rep("HHH", 10.0, 2.0, 9.0),
                "LLL": _rep("LLL", 7.0, 3.0, 1.0), "BBB": _rep("BBB", 12.0, 1.0, 5.0),
                "LHH": _rep("LHH", 8.0, 3.0, 1.0)}
-    assert widgets.best_under_budget(reports, 100).config == "BBB"
-    assert widgets.best_under_budget(reports, 11).config == "HHH"  # not LLL, whose *test* ACER is lower
-    assert widgets.best_under_budget(reports, 9).config == "LLL"    # tie on val ACER -> faster
-    pick = widgets.best_under_budget(reports, 6)
+    assert branch_reports.best_under_budget(reports, 100).config == "BBB"
+    assert branch_reports.best_under_budget(reports, 11).config == "HHH"  # not LLL, whose *test* ACER is lower
+    assert branch_reports.best_under_budget(reports, 9).config == "LLL"    # tie on val ACER -> faster
+    pick = branch_reports.best_under_budget(reports, 6)
     assert pick.config is None and "fastest" in pick.reason and "LLL" in pick.reason  # NoPTA never chosen
-    assert widgets.best_under_budget(reports, 6, include_reference=True).config == "NoPTA"
-    assert widgets.best_under_budget(reports, -1).config is None
-    assert "validation" in widgets.best_under_budget(reports, 100).reason
+    assert branch_reports.best_under_budget(reports, 6, include_reference=True).config == "NoPTA"
+    assert branch_reports.best_under_budget(reports, -1).config is None
+    assert "validation" in branch_reports.best_under_budget(reports, 100).reason
 
 
 def test_budget_with_undefined_validation_acer_takes_the_fastest():
     reports = {"HHH": _rep("HHH", 10.0, float("nan"), 1.0), "LLL": _rep("LLL", 7.0, float("nan"), 2.0)}
-    pick = widgets.best_under_budget(reports, 20)
+    pick = branch_reports.best_under_budget(reports, 20)
     assert pick.config == "LLL" and "undefined" in pick.reason
 
 
@@ -230,7 +233,7 @@ def test_state_budget_on_real_reports(state):
     st = _fresh_state(state)
     slowest = max(r["latency_ms"] for r in st.reports.values())
     pick = st.apply_budget(slowest + 1)
-    assert pick.config == widgets.best_under_budget(st.reports, slowest + 1).config == st.current
+    assert pick.config == branch_reports.best_under_budget(st.reports, slowest + 1).config == st.current
     st.select("HHH")
     pick = st.apply_budget(1e-6)
     assert pick.config is None and "no configuration fits" in pick.reason and st.current == "HHH"
@@ -270,7 +273,7 @@ def test_pin_shows_two_configurations(state):
 def test_budget_slider_selects_the_best_fitting_configuration(state):
     ui = widgets.build_widget(_fresh_state(state))
     ui.set_config("BBB")
-    target = widgets.best_under_budget(ui.state.reports, ui.budget.max).config
+    target = branch_reports.best_under_budget(ui.state.reports, ui.budget.max).config
     ui.budget.value = ui.budget.max
     assert ui.state.current == ui.config == target
     assert target in ui.budget_label.value
@@ -278,10 +281,10 @@ def test_budget_slider_selects_the_best_fitting_configuration(state):
 
 # ------------------------------------------------------------------------------------------ notebook outputs
 def test_comparison_table_and_figure(state, tmp_path):
-    df = widgets.comparison_table(state)
+    df = compare_branches.comparison_table(state)
     assert list(df["config"][:7]) == ["NoPTA", *CONFIGS] and len(df) == 28
     assert (df["dataset"] == state.dataset).all()
-    for f in widgets.BUDGET_FRACTIONS:
+    for f in compare_branches.BUDGET_FRACTIONS:
         tag = f"{int(round(f * 100))}pct_hhh"
         assert df[f"chosen_{tag}"].sum() <= 1
         assert not df.loc[df["chosen_" + tag], "fits_" + tag].eq(False).any()
@@ -289,9 +292,9 @@ def test_comparison_table_and_figure(state, tmp_path):
     assert df.loc[df["config"] == "HHH", "fits_100pct_hhh"].item()
     path = results.write_table(tmp_path, "branch_comparison", df)
     assert path.is_file()
-    choices = widgets.budget_choices(state)
+    choices = compare_branches.budget_choices(state)
     assert choices.iloc[-1]["chosen"] == "none" and "no configuration fits" in choices.iloc[-1]["reason"]
-    fig_path = results.save_figure(tmp_path, "branch_tradeoff", widgets.tradeoff_figure(state))
+    fig_path = results.save_figure(tmp_path, "branch_tradeoff", compare_branches.tradeoff_figure(state))
     assert Path(fig_path).stat().st_size > 1000
 
 
@@ -308,9 +311,10 @@ class _FakeSet:
 @pytest.mark.parametrize("labels,n,expect", [([0] * 10 + [1] * 10, 8, (4, 4)), ([0] * 3 + [1] * 10, 8, (3, 5)),
                                              ([0] * 10 + [1] * 2, 8, (6, 2)), ([0, 1], 8, (1, 1))])
 def test_sample_faces_balance_live_and_attack(labels, n, expect):
-    s = widgets.sample_faces(_FakeSet(labels), n, seed=0)
+    s = branch_reports.sample_faces(_FakeSet(labels), n, seed=0)
     assert (s.labels.count(0), s.labels.count(1)) == expect
-    assert s.indices == sorted(set(s.indices)) and s.indices == widgets.sample_faces(_FakeSet(labels), n, 0).indices
+    again = branch_reports.sample_faces(_FakeSet(labels), n, 0)
+    assert s.indices == sorted(set(s.indices)) and s.indices == again.indices
 
 
 # ------------------------------------------------------------------------------------------ recorded run (fresh clone)
@@ -326,14 +330,14 @@ def write_recorded_run(run_dir, profile="default", seed=None, drop=(), status="c
     rows = [{"config": "NoPTA", "blocks": "reference model", "dataset": "hand-made", "params_m": 2.2,
              "madds_m": 104.0, "latency_ms": 2.0, "accuracy": 99.0, "apcer": 0.0, "bpcer": 0.0, "acer": 0.0,
              "val_acer": 0.0}]
-    for c in configs or widgets.ALL_CONFIGS:
+    for c in configs or config_tree.ALL_CONFIGS:
         val = sum(_VAL[m] * (1 + 0.1 * i) for i, m in enumerate(c))
         rows.append({"config": c, "dataset": "hand-made", "params_m": 2.0, "madds_m": 10 * sum(_LAT[m] for m in c),
                      "latency_ms": sum(_LAT[m] for m in c), "accuracy": 90.0, "apcer": val, "bpcer": val + 2,
                      "acer": val + 1, "val_acer": val, "fits_100pct_hhh": True, "definition": "hand-made"})
     df = pd.DataFrame(rows).drop(columns=list(drop))
-    df.to_csv(results.run_path(run_dir, "tables", f"{widgets.RECORDED_TABLE}.csv"), index=False)
-    results.update_manifest(run_dir, widgets.NOTEBOOK, {
+    df.to_csv(results.run_path(run_dir, "tables", f"{compare_branches.RECORDED_TABLE}.csv"), index=False)
+    results.update_manifest(run_dir, compare_branches.NOTEBOOK, {
         "status": status, "parameters": {"profile": profile, "data_root": "", "run_dir": "../results",
                                          "seeds": seed}, "git_revision": "abc1234", "outputs": []})
     return run_dir
@@ -342,7 +346,7 @@ def write_recorded_run(run_dir, profile="default", seed=None, drop=(), status="c
 def test_fresh_clone_shows_the_recorded_run_and_says_so(tmp_path, capsys):
     run_dir = write_recorded_run(tmp_path / "results")
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    st = widgets.prepare("default", "", run_dir, None)
+    st = compare_branches.prepare("default", "", run_dir, None)
     first = capsys.readouterr().out.splitlines()
     assert first[0].startswith("RECORDED RUN") and "01_pta_default_s0/best.pt" in first[0]
     text = "\n".join(first)
@@ -350,24 +354,24 @@ def test_fresh_clone_shows_the_recorded_run_and_says_so(tmp_path, capsys):
                    "sample-face previews are absent", "--only 01,05", "run notebook 01", "BatchNorm: shared"):
         assert needle in text, needle
     assert st.recorded and st.model is None and st.samples is None and st.profile == "default"
-    assert set(st.reports) == set(widgets.ALL_CONFIGS) | {widgets.REFERENCE}
+    assert set(st.reports) == set(config_tree.ALL_CONFIGS) | {config_tree.REFERENCE}
     assert st.reports["LLL"]["latency_ms"] == 3.0 and st.reports["LLL"]["samples"] == []
     assert "fits_100pct_hhh" not in st.reports["LLL"] and st.reports["LLL"]["bn"] == "shared"
     # the notebook's tables and figure work from the recorded numbers; nothing is written or recorded
-    table = widgets.comparison_table(st)
+    table = compare_branches.comparison_table(st)
     assert len(table) == 28 and table.loc[table["config"] == "HHH", "chosen_100pct_hhh"].item() is False
     assert table.loc[table["config"] == "LBB", "chosen_100pct_hhh"].item()  # 9 ms = HHH: LBB fits, lowest val
-    choices = widgets.budget_choices(st)
+    choices = compare_branches.budget_choices(st)
     assert "recorded run's machine" in choices.iloc[-1]["reason"]
-    fig = widgets.tradeoff_figure(st)
+    fig = compare_branches.tradeoff_figure(st)
     assert "recorded" in fig.axes[0].get_xlabel()
-    assert widgets.save_outputs(st, run_dir, table, choices, fig) == []
-    assert widgets.record_notebook(st, run_dir, {"profile": "default"}, []) is None
+    assert compare_branches.save_outputs(st, run_dir, table, choices, fig) == []
+    assert compare_branches.record_notebook(st, run_dir, {"profile": "default"}, []) is None
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_widget_works_from_the_recorded_numbers(tmp_path, capsys):
-    st = widgets.prepare("default", "", write_recorded_run(tmp_path), None)
+    st = compare_branches.prepare("default", "", write_recorded_run(tmp_path), None)
     ui = widgets.build_widget(st)
     assert "application/vnd.jupyter.widget-view+json" in ui._repr_mimebundle_()
     assert len(ui.toggles) == 3 and ui.config == "HHH"
@@ -410,50 +414,51 @@ def _html_row(html, config):
     ({"profile": "smoke"}, "recorded with profile 'smoke'"),
     ({"seed": [2]}, "recorded with seed 2"),
     ({"drop": ("val_acer",)}, r"lacks column\(s\) \['val_acer'\]"),
-    ({"configs": widgets.ALL_CONFIGS[:-1]}, "each of the 27 configurations"),
+    ({"configs": config_tree.ALL_CONFIGS[:-1]}, "each of the 27 configurations"),
     ({"status": "running"}, "being rerun.*--only 01,05"),
 ])
 def test_recorded_run_that_does_not_fit_is_refused(tmp_path, kw, match):
     write_recorded_run(tmp_path, **kw)
     with pytest.raises(FileNotFoundError, match=r"no trained PTA model.*notebook 01.*no recorded numbers.*" + match):
-        widgets.prepare("default", "", tmp_path, None)
+        compare_branches.prepare("default", "", tmp_path, None)
 
 
 def test_without_fallback_a_missing_checkpoint_still_stops(tmp_path):
     write_recorded_run(tmp_path)
     with pytest.raises(FileNotFoundError, match="01_pta_default_s0"):
-        widgets.prepare("default", "", tmp_path, None, fallback=False)
+        compare_branches.prepare("default", "", tmp_path, None, fallback=False)
 
 
 @pytest.mark.skipif(not (REPO_RESULTS / "tables" / "branch_comparison.csv").is_file(), reason="no committed run")
 def test_the_committed_default_run_is_usable_on_a_fresh_clone(capsys):
-    st = widgets.recorded_state(REPO_RESULTS, "default", 0)
-    assert set(widgets.ALL_CONFIGS) <= set(st.reports) and st.provenance["git_revision"] != "unknown"
+    st = compare_branches.recorded_state(REPO_RESULTS, "default", 0)
+    assert set(config_tree.ALL_CONFIGS) <= set(st.reports) and st.provenance["git_revision"] != "unknown"
     ui = widgets.build_widget(st)
     ui.budget.value = ui.budget.max
-    assert ui.config == widgets.best_under_budget(st.reports, ui.budget.max).config
+    assert ui.config == branch_reports.best_under_budget(st.reports, ui.budget.max).config
 
 
 def test_what_the_live_path_writes_reads_back(state, tmp_path, capsys):
     """The table notebook 05 writes on the live path is the one a fresh clone falls back to."""
     run_dir = tmp_path / "run"
-    widgets.save_outputs(state, run_dir, widgets.comparison_table(state), widgets.budget_choices(state),
-                         widgets.tradeoff_figure(state))
-    back = widgets.recorded_state(run_dir, "smoke", 0)
+    compare_branches.save_outputs(state, run_dir, compare_branches.comparison_table(state),
+                                  compare_branches.budget_choices(state), compare_branches.tradeoff_figure(state))
+    back = compare_branches.recorded_state(run_dir, "smoke", 0)
     assert set(back.reports) == set(state.reports) and back.bn == state.bn == "recalibrated"
     for c, r in state.reports.items():
         for k in ("latency_ms", "val_acer", "acer", "madds_m", "params_m"):
             assert back.reports[c][k] == pytest.approx(r[k], rel=1e-5, nan_ok=True), (c, k)
-    assert widgets.best_under_budget(back.reports, 1e9).config == widgets.best_under_budget(state.reports, 1e9).config
+    best = branch_reports.best_under_budget
+    assert best(back.reports, 1e9).config == best(state.reports, 1e9).config
 
 
 def test_recorded_table_with_a_missing_latency_is_refused(tmp_path):
     import pandas as pd
 
     write_recorded_run(tmp_path)
-    path = tmp_path / "tables" / f"{widgets.RECORDED_TABLE}.csv"
+    path = tmp_path / "tables" / f"{compare_branches.RECORDED_TABLE}.csv"
     df = pd.read_csv(path)
     df.loc[df["config"] == "BLH", "latency_ms"] = float("nan")
     df.to_csv(path, index=False)
     with pytest.raises(FileNotFoundError, match="BLH has no recorded latency"):
-        widgets.prepare("default", "", tmp_path, None)
+        compare_branches.prepare("default", "", tmp_path, None)

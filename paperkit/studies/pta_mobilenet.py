@@ -9,7 +9,9 @@ mix configurations. Every PTA configuration is therefore evaluated twice: with t
 statistics (what the paper's evaluation does) and with statistics re-estimated for that
 configuration on clean training crops (`recalibrated`, `paperkit.batchnorm`). Validation during
 training (and so the choice of the best epoch) uses HHH with recalibrated statistics; the shared
-ones are kept beside the checkpoint (`bn_stats.pt`), because `fit` saves the state it validated.
+ones are kept beside the checkpoint (`bn_stats.pt`), because `fit` saves the state it validated
+(`paperkit.studies.pta_training.PTAFitHooks`). Every configuration is scored in one pass per split through
+the configuration tree (`paperkit.config_tree`).
 
 Seeds: every training seed trains its own pair of models (`01_<model>_<profile>_s<seed>`) on the same
 data (`profile.data_seed`); tables have a `seed` column and, with more than one seed, mean/std rows.
@@ -33,13 +35,15 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from paperkit import quiet
 from paperkit import complexity, results, stats
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, SharedStatsStore, bn_buffers, load_bn_buffers,
                                 recalibrate_bn, training_calibration, weights_fingerprint)
+from paperkit.config_tree import staged_bn_states, staged_scores
 from paperkit.models.pta import (CONFIGS, META, PAPER_TRAINING, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
                                  parse_config, pta_mobilenet_v2)
 from paperkit.profiles import Profile, get_profile, resolve_seeds
+from paperkit.studies.pta_training import (STEP_TIMING_STEPS, VALIDATION_CONFIG, PTAFitHooks, step_timing,
+                                           warm_up)
 
 NOTEBOOK = "01_pta_mobilenet"
 DEFINITION = ("ISO/IEC 30107-3 (attack = positive, score = P(attack), attack when score >= threshold); "
@@ -48,91 +52,12 @@ DEFINITION = ("ISO/IEC 30107-3 (attack = positive, score = P(attack), attack whe
               "CIs: 95% subject bootstrap")
 PAPER_DATASET = "CelebA-Spoof intra-test (seed 000)"
 MODEL_NAMES = {"nopta": "MobileNetV2", "pta": "MobileNetV2+PTA"}
-#: Configuration the paper validates PTA in (Figure 2; = No-PTA in size).
-VALIDATION_CONFIG = "HHH"
 BN_SHARED, BN_RECALIBRATED, BN_NONE = "shared", "recalibrated", "n/a"
-#: Train steps per model per round of the interleaved step-time benchmark (Table 5).
-STEP_TIMING_STEPS = 3
 
 
 def checkpoint_name(key: str, profile: str, seed: int) -> str:
     """Checkpoint folder of one model and seed, e.g. `01_pta_default_s0` (notebook 05 loads it)."""
     return f"01_{key}_{profile}_s{int(seed)}"
-
-
-# --------------------------------------------------------------------------------------------------
-# fit hooks: per-step sampling, HHH validation with recalibrated BatchNorm
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class PTAFitHooks:
-    """`before_step` / `eval_config` for `paperkit.train.fit` (train.py is untouched).
-
-    eval_config (after every epoch, and once when fit ends): configure HHH, keep the *training*
-    running statistics in the store (and the validation ACER they give, for Figure 2's second curve),
-    then recalibrate BatchNorm for HHH on the cached clean training crops. fit then validates and
-    saves that state, so the best epoch is chosen with statistics that belong to HHH.
-    before_step (first step after a validation): give the model back its training running statistics,
-    so training (and the paper-literal shared statistics) continue exactly as without recalibration.
-    Entries are keyed by the weights' fingerprint, which makes this exact across resumes.
-    """
-
-    calib: CalibrationSet
-    store: SharedStatsStore
-    val_loader: Any
-    channels_last: bool = True
-    config: str = VALIDATION_CONFIG
-    recalibration_s: list[float] = field(default_factory=list)
-    _need_restore: bool = True
-
-    @property
-    def _kind(self) -> str:
-        return f"recalibrated:{self.config}:{self.calib.n_images}"
-
-    def before_step(self, model: nn.Module, generator: torch.Generator) -> None:
-        if self._need_restore:
-            shared = self.store.get(weights_fingerprint(model), "shared")
-            if shared is not None:
-                load_bn_buffers(model, shared)
-            self._need_restore = False
-        model.sample_config(generator)  # type: ignore[operator]
-
-    def eval_config(self, model: nn.Module) -> None:
-        from paperkit.train import evaluate_model
-
-        rng = torch.get_rng_state()  # iterating a DataLoader draws from torch's RNG: keep training's stream
-        try:
-            self._eval_config(model, evaluate_model)
-        finally:
-            torch.set_rng_state(rng)
-
-    def _eval_config(self, model: nn.Module, evaluate_model: Any) -> None:
-        fp = weights_fingerprint(model)
-        model.configure(self.config)  # type: ignore[operator]
-        if self.store.get(fp, "shared") is None:  # weights fresh from a training epoch
-            epoch = sum(1 for e in self.store.entries.values() if "shared_val" in e) + 1
-            self.store.put(fp, "shared", bn_buffers(model))
-            m = evaluate_model(model, self.val_loader, channels_last=self.channels_last)
-            self.store.put(fp, "shared_val", {"epoch": torch.tensor(epoch),
-                                              "val_acer": torch.tensor(m["acer"], dtype=torch.float64),
-                                              "val_accuracy": torch.tensor(m["accuracy"], dtype=torch.float64)})
-        rec = self.store.get(fp, self._kind)
-        if rec is not None:  # fit's last call (best weights reloaded) or a rerun: no need to recompute
-            load_bn_buffers(model, rec)
-        else:
-            t0 = time.perf_counter()
-            recalibrate_bn(model, self.calib, channels_last=self.channels_last)
-            self.recalibration_s.append(time.perf_counter() - t0)
-            self.store.put(fp, self._kind, bn_buffers(model))
-        self._need_restore = True
-
-    def shared_curve(self) -> dict[int, tuple[float, float]]:
-        """epoch -> (val ACER, val accuracy) with the shared statistics, as fractions."""
-        out = {}
-        for e in self.store.entries.values():
-            v = e.get("shared_val")
-            if v is not None:
-                out[int(v["epoch"])] = (float(v["val_acer"]), float(v["val_accuracy"]))
-        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +174,7 @@ def train(study: Study, progress: bool = True, interleave: bool = True) -> pd.Da
             # Alternate who goes first each epoch (ABBA...), and warm both up, so neither model's epoch
             # time carries the process's one-off start-up costs (allocator, oneDNN kernel selection).
             if not warmed:
-                _warm_up(run.models, study.loaders["train"], prof.channels_last)
+                warm_up(run.models, study.loaders["train"], prof.channels_last)
                 warmed = True
             order = ("nopta", "pta")
             schedule = [(e, k) for e in range(1, prof.pta_epochs + 1) for k in (order if e % 2 else order[::-1])]
@@ -294,34 +219,10 @@ def _history_frame(study: Study) -> pd.DataFrame:
     return out
 
 
-def _warm_up(models: dict[str, nn.Module], loader: Any, channels_last: bool, steps: int = 2) -> None:
-    """A few untimed forward/backward passes on throwaway copies (the trained weights are untouched)."""
-    import torch.nn.functional as F
-
-    batches = _first_batches(loader, steps)
-    for model in models.values():
-        m = copy.deepcopy(model).train()
-        if channels_last:
-            m = m.to(memory_format=torch.channels_last)
-        for x, y in batches:
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            F.cross_entropy(m(x), y).backward()
-
-
-def _first_batches(loader: Any, n: int) -> list[tuple[Tensor, Tensor]]:
-    out = []
-    for i, (x, y, _) in enumerate(loader):
-        out.append((x, y))
-        if i + 1 >= n:
-            break
-    return out
-
-
 def _require_run(study: Study, seed: int | None = None) -> SeedRun:
     run = study.runs.get(study.seed if seed is None else seed)
     if run is None or "nopta" not in run.models or "pta" not in run.models:
-        raise RuntimeError("no trained models in this study; run paperkit.studies.pta.train(study) first")
+        raise RuntimeError("no trained models in this study; run paperkit.studies.pta_mobilenet.train(study) first")
     return run
 
 
@@ -345,10 +246,8 @@ def _splits(model: nn.Module, study: Study) -> dict[str, stats.Scored]:
 
 def _staged_splits(pta: nn.Module, study: Study, bn: Any) -> dict[str, dict[str, stats.Scored]]:
     """Every configuration scored on val and test in one pass per split: the layers before the first PTA
-    block (most of the compute at 128 px) run once per image for all six (`paperkit.widgets.staged_scores`,
+    block (most of the compute at 128 px) run once per image for all six (`paperkit.config_tree.staged_scores`,
     which checks itself against a plain forward); `bn` = per-node recalibrated statistics, None = current."""
-    from paperkit.widgets import staged_scores
-
     out: dict[str, dict[str, stats.Scored]] = {c: {} for c in CONFIGS}
     for split in ("val", "test"):
         loader = study.loaders[split]
@@ -361,8 +260,6 @@ def _staged_splits(pta: nn.Module, study: Study, bn: Any) -> dict[str, dict[str,
 def evaluate_seed(study: Study, seed: int) -> SeedRun:
     """Score No-PTA and every PTA configuration of one seed on val and test, with shared and with
     recalibrated BatchNorm statistics (each configuration's own, kept in `run.bn_states` for export)."""
-    from paperkit.widgets import staged_bn_states
-
     run = _require_run(study, seed)
     base, pta = run.models["nopta"], run.models["pta"]
     cl = study.profile.channels_last
@@ -370,7 +267,7 @@ def evaluate_seed(study: Study, seed: int) -> SeedRun:
     run.scored = {("NoPTA", BN_NONE): _splits(base, study)}
     try:
         # one walk of the configuration tree: the layers before the first PTA block run once for all six
-        # configurations (what recalibrate_bn per configuration gives; tests/test_widgets.py checks it)
+        # configurations (what recalibrate_bn per configuration gives; tests/test_compare_branches.py checks it)
         tree = staged_bn_states(pta, study.calib, CONFIGS)
         study.timings.setdefault("bn_recalibration_s_per_config", []).append(tree.seconds / len(CONFIGS))
         for config in CONFIGS:
@@ -533,50 +430,6 @@ def table4(study: Study | None = None, profile: str | Profile = "default") -> pd
 # --------------------------------------------------------------------------------------------------
 # Table 5: best quality and training time
 # --------------------------------------------------------------------------------------------------
-@quiet.timing("training step time (Table 5)")
-def step_timing(models: dict[str, nn.Module], loader: Any, rounds: int, steps: int = STEP_TIMING_STEPS,
-                channels_last: bool = True, lr: float = 1e-3, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per training step of each model, per round, measured interleaved (ABBA: the order flips
-    every round) on the same cached batches, on throwaway copies (the trained weights are untouched).
-
-    PTA samples its configuration per step with seed 000's Table 2 probabilities, as in training.
-    Data loading is excluded (the batches are cached): this times the models, the epoch time the loop.
-    """
-    import torch.nn.functional as F
-
-    if rounds < 1 or steps < 1:
-        raise ValueError(f"rounds and steps must be >= 1, got {rounds}, {steps}")
-    batches = _first_batches(loader, steps)
-    if channels_last:
-        batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
-    copies = {k: copy.deepcopy(m).train() for k, m in models.items()}
-    if channels_last:
-        copies = {k: m.to(memory_format=torch.channels_last) for k, m in copies.items()}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=lr) for k, m in copies.items()}
-    gen = torch.Generator().manual_seed(seed)
-
-    def run_steps(k: str) -> None:
-        m, opt = copies[k], opts[k]
-        for x, y in batches:
-            if hasattr(m, "sample_config"):
-                m.sample_config(gen, PTA_TRAIN_PROBS)
-            loss = F.cross_entropy(m(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    for k in copies:  # untimed warm-up (allocator, kernel selection)
-        run_steps(k)
-    times: dict[str, list[float]] = {k: [] for k in copies}
-    order = list(copies)
-    for r in range(rounds):
-        for k in (order if r % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            run_steps(k)
-            times[k].append((time.perf_counter() - t0) / len(batches))
-    return times
-
-
 def table5(study: Study) -> pd.DataFrame:
     """Best test quality over configurations and training time per model (seed 000 Table 5).
 
@@ -650,7 +503,7 @@ def figure2(study: Study) -> Any:
 
     hist = study.tables.get("history")
     if hist is None:
-        raise RuntimeError("no training history; run paperkit.studies.pta.train(study) first")
+        raise RuntimeError("no training history; run paperkit.studies.pta_mobilenet.train(study) first")
     pta_name = MODEL_NAMES["pta"]
     long = [hist.assign(series=[f"{m} (BN recalibrated)" if m == pta_name else m for m in hist["model"]])]
     shared = hist[(hist["model"] == pta_name) & hist["val_acer_shared_bn"].notna()]
