@@ -60,7 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from paperkit import quiet
-from paperkit import data, metrics, results, stats, train
+from paperkit import data, index, metrics, results, stats, train
 from paperkit import batchnorm as bn_tools
 from paperkit import device as devices
 from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, reduced_focal_loss, soft_weight
@@ -185,7 +185,7 @@ def _check_grid(grid: Any) -> tuple[tuple[float, float], ...]:
     return pairs
 
 
-def make_pool(samples: Sequence[data.Sample], fraction: float, seed: int) -> Pool | None:
+def make_pool(samples: Sequence[index.Sample], fraction: float, seed: int) -> Pool | None:
     """Withhold the labels of a seeded fraction of the training *subjects* (a subject's images go together,
     like the train/val split). None when fraction is 0 or there are too few subjects."""
     if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
@@ -227,7 +227,7 @@ def setup(profile: str | Profile = "default", data_root: str | None = "", run_di
     root, loaders = d.root, d.loaders
     cue_file = root / "metas" / "paperkit" / "attack_cues.json"
     source = str(cue_file) if cue_file.is_file() else \
-        "derived from CelebA-Spoof labels (paperkit.data.derived_cues)"
+        "derived from CelebA-Spoof labels (paperkit.celeba.derived_cues)"
     all_samples = [s for k in ("train", "val", "test") for s in loaders[k].dataset.samples]
     counts = check_cues_agree(all_samples, source=source)
     counts["source"] = source  # type: ignore[assignment]
