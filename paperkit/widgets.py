@@ -48,8 +48,9 @@ from paperkit import quiet
 from paperkit import complexity, metrics, results  # results also shows matplotlib figures as PNG
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, bn_buffers, bn_layers, fold_bn,
                                 load_bn_buffers, training_calibration)
-from paperkit.models.pta import (CONFIGS, META, MODES, PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2,
+from paperkit.models.pta import (CONFIGS, MODES, PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2,
                                  mobilenet_v2_baseline, parse_config, pta_mobilenet_v2)
+from paperkit.papers import SEED000_TABLES_3_4
 
 __all__ = [
     "NOTEBOOK", "ALL_CONFIGS", "PAPER_CONFIGS", "REFERENCE", "MODE_NAMES", "SELECTION_SPLIT",
@@ -232,7 +233,7 @@ def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | No
             row["bn"] = "n/a" if is_ref else "shared"
         row.setdefault("latency_backend", LATENCY_BACKEND)
         row.setdefault("dataset", "")
-        row.setdefault("paper_config", c in META)
+        row.setdefault("paper_config", c in SEED000_TABLES_3_4)
         row.setdefault("trained_config", bool(is_ref or c in PTA_TRAIN_PROBS))
         row["samples"] = []
         reports[c] = row
@@ -700,7 +701,7 @@ def config_report(model: PTAMobileNetV2, config: str, cache: ScoreCache, samples
         latency_ms = measure_config_latency(model, [cfg], input_size)[cfg]
     test = cache.metrics(model, "test", cfg)
     val = cache.metrics(model, "val", cfg) if "val" in cache.loaders or cache.has("val", cfg) else {}
-    paper = META.get(cfg, {})
+    paper = SEED000_TABLES_3_4.get(cfg, {})
     report: dict[str, Any] = {
         "config": cfg, "model": "MobileNetV2 (No-PTA)" if is_ref else "MobileNetV2+PTA",
         "blocks": "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in cfg),
@@ -710,7 +711,7 @@ def config_report(model: PTAMobileNetV2, config: str, cache: ScoreCache, samples
         **{k: float(test[k]) for k in METRIC_KEYS}, "auc": float(test["auc"]),
         "val_accuracy": float(val.get("accuracy", math.nan)), "val_acer": float(val.get("acer", math.nan)),
         "n_test": int(len(cache.labels["test"])), "n_val": int(len(cache.labels.get("val", []))),
-        "trained_config": bool(is_ref or cfg in PTA_TRAIN_PROBS), "paper_config": cfg in META,
+        "trained_config": bool(is_ref or cfg in PTA_TRAIN_PROBS), "paper_config": cfg in SEED000_TABLES_3_4,
         "paper_acer": float(paper.get("acer", math.nan)), "paper_madds_m": float(paper.get("madds_m", math.nan)),
         "samples": [],
     }

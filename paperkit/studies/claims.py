@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from paperkit import results, stats
+from paperkit.papers import (SEED000_BBB_MAX_REL_LATENCY, SEED000_LLL_MAX_REL_LATENCY, SEED000_MADDS_TOLERANCE_M,
+                             SEED002, SEED002_INT8_ACER_TOLERANCE, SEED003)
 from paperkit.profiles import Profile, get_profile, resolve_seeds
 
 HOLDS, FAILS, INCONCLUSIVE, NA = stats.HOLDS, stats.FAILS, stats.INCONCLUSIVE, stats.NA
@@ -360,7 +362,8 @@ def bbb_best_acer(run: Run) -> Measured:
 
 
 @claim("000_madds", S000, "Table 4 complexity reproduces (MAdds at 128x128)",
-       "104.15 / 100.63 / 96.50 / 99.00 / 87.84 / 120.47 M", "max |MAdds ours − paper| (M)", 0.05, "at_most",
+       "104.15 / 100.63 / 96.50 / 99.00 / 87.84 / 120.47 M", "max |MAdds ours − paper| (M)",
+       SEED000_MADDS_TOLERANCE_M, "at_most",
        "max over configurations of |MAdds(ours) − MAdds(paper)| <= 0.05 M; an exact count, so the interval is the "
        "point (params: BBB prints 2.73, counts 2.719)", "tables/table4_complexity", "MAdds reproduce")
 def madds_reproduce(run: Run) -> Measured:
@@ -403,7 +406,7 @@ def _rel_claim(run: Run, config: str) -> Measured:
 
 
 @claim("000_lll_085", S000, "PTA-LLL takes <= 0.85x the No-PTA latency (Table 4)", "0.80x (SD845), 0.80x (SD800)",
-       "latency LLL / NoPTA (x)", 0.85, "at_most",
+       "latency LLL / NoPTA (x)", SEED000_LLL_MAX_REL_LATENCY, "at_most",
        "LLL/No-PTA ONNX Runtime FP32 median latency ratio (batch 1, 1 thread, interleaved rounds); 95% CI: the "
        "table's paired round bootstrap; holds if the CI is wholly <= 0.85, does not hold if wholly > 0.85",
        "tables/table4_complexity", "LLL <= 0.85x")
@@ -412,7 +415,7 @@ def lll_speedup(run: Run) -> Measured:
 
 
 @claim("000_bbb_12", S000, "PTA-BBB costs <= 1.2x the No-PTA latency (Table 4)", "1.07x (SD845)",
-       "latency BBB / NoPTA (x)", 1.2, "at_most",
+       "latency BBB / NoPTA (x)", SEED000_BBB_MAX_REL_LATENCY, "at_most",
        "BBB/No-PTA ONNX Runtime FP32 median latency ratio; 95% CI: the table's paired round bootstrap; holds if "
        "the CI is wholly <= 1.2, does not hold if wholly > 1.2", "tables/table4_complexity", "BBB <= 1.2x")
 def bbb_cost(run: Run) -> Measured:
@@ -473,9 +476,10 @@ def _texture(run: Run, model: str, fmt: str) -> pd.DataFrame:
     return _one(run.preds("texture"), f"{model} {fmt}", model=model, fmt=fmt)
 
 
-@claim("002_int8_size", S002, "The INT8 ONNX model is about 600 KB", "600 KB", "INT8 file size (KB)", 600.0,
-       "at_most", "INT8 ONNX file size of the texture model <= 600 KB (largest over seeds); exact, so the interval "
-       "is the point", "tables/texture_deploy", "INT8 <= 600 KB")
+@claim("002_int8_size", S002, "The INT8 ONNX model is about 600 KB", "600 KB", "INT8 file size (KB)",
+       SEED002["size_kb"], "at_most",
+       "INT8 ONNX file size of the texture model <= 600 KB (largest over seeds); exact, so the interval is the point",
+       "tables/texture_deploy", "INT8 <= 600 KB")
 def int8_size(run: Run) -> Measured:
     r = _deploy_row(run, "texture", "int8")
     if "size_kb" not in r:
@@ -485,7 +489,7 @@ def int8_size(run: Run) -> Measured:
 
 
 @claim("002_int8_no_cost", S002, "INT8 quantization costs no accuracy", "98% accuracy after INT8",
-       "ΔACER INT8 − FP32 (pts)", 0.5, "within",
+       "ΔACER INT8 − FP32 (pts)", SEED002_INT8_ACER_TOLERANCE, "within",
        "Δ = ACER(INT8) − ACER(FP32) of the texture model on the same test images, threshold 0.5, percent points; "
        + _PAIRED + "; holds if the CI lies inside [−0.5, 0.5], does not hold if wholly outside, else inconclusive",
        "predictions/texture", "INT8 costs no ACER")
@@ -497,7 +501,7 @@ def int8_no_accuracy_cost(run: Run) -> Measured:
 
 
 @claim("002_int8_20ms", S002, "The INT8 model runs in under 20 ms on an old CPU", "< 20 ms, Core i7 2nd gen",
-       "INT8 median latency (ms)", 20.0, "below",
+       "INT8 median latency (ms)", SEED002["latency_ms"], "below",
        "INT8 ONNX Runtime median latency (batch 1, 1 thread, this machine); 95% CI: the table's round bootstrap; "
        "holds if the CI is wholly < 20 ms, does not hold if wholly >= 20 ms", "tables/texture_deploy", "INT8 < 20 ms")
 def int8_under_20ms(run: Run) -> Measured:
@@ -517,9 +521,10 @@ def fourier_helps(run: Run) -> Measured:
     return _measured(d, f"ACER {_point(a)['acer']:.2f} with vs {_point(b)['acer']:.2f} without, Δ {_iv(d)} pts")
 
 
-@claim("002_celeba_98", S002, "98% accuracy on the CelebA-Spoof benchmark", "98%", "INT8 test accuracy (%)", 98.0,
-       "at_least", "only measurable on CelebA-Spoof: INT8 test accuracy (threshold 0.5) with its subject-bootstrap CI "
-       ">= 98%", "tables/texture_deploy", "98% on CelebA-Spoof")
+@claim("002_celeba_98", S002, "98% accuracy on the CelebA-Spoof benchmark", "98%", "INT8 test accuracy (%)",
+       SEED002["accuracy"], "at_least",
+       "only measurable on CelebA-Spoof: INT8 test accuracy (threshold 0.5) with its subject-bootstrap CI >= 98%",
+       "tables/texture_deploy", "98% on CelebA-Spoof")
 def texture_98_accuracy(run: Run) -> Measured:
     r = _deploy_row(run, "texture", "int8")
     v, lo, hi, n = _table_interval(r, "accuracy", "texture_deploy")
@@ -560,7 +565,8 @@ _KD_RULE = ("Δ = ACER({s}) − ACER(student_alone), same architecture, seed and
 
 
 @claim("003_student_small", S003, "The distilled student has under 1 M parameters", "< 1 M", "student params (M)",
-       1.0, "below", "parameters of the student judged for seed 003 (swap.csv judged_for) < 1 M; exact",
+       SEED003["student_params_m"], "below",
+       "parameters of the student judged for seed 003 (swap.csv judged_for) < 1 M; exact",
        "tables/swap", "student < 1 M params")
 def student_small(run: Run) -> Measured:
     student, note = _judged(run, "seed 003")
@@ -570,7 +576,7 @@ def student_small(run: Run) -> Measured:
 
 
 @claim("003_student_7x", S003, "The student is about 7x faster than the teacher", "nearly 7x",
-       "speed-up teacher / student (x)", 7.0, "at_least",
+       "speed-up teacher / student (x)", SEED003["speedup"], "at_least",
        "teacher/student ONNX Runtime FP32 latency ratio (batch 1, 1 thread, interleaved rounds), student judged for "
        "seed 003; 95% CI: the table's round bootstrap (speedup_vs_teacher_ci_low/high, or 1/rel_latency CI); "
        "holds if the CI is wholly >= 7, does not hold if wholly < 7", "tables/swap", "student 7x faster")
@@ -589,7 +595,7 @@ def student_7x(run: Run) -> Measured:
 
 
 @claim("003_student_99pct", S003, "The student keeps about 99% of the teacher's accuracy", "~99%",
-       "accuracy student / teacher", 0.99, "at_least",
+       "accuracy student / teacher", SEED003["accuracy_ratio"], "at_least",
        "accuracy(student judged for seed 003) / accuracy(teacher), test split, threshold 0.5; 95% CI: one joint "
        "paired subject bootstrap of the ratio; holds if the CI is wholly >= 0.99, does not hold if wholly < 0.99",
        "predictions/swap", "student keeps 99%")

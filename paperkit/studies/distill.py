@@ -73,6 +73,7 @@ from paperkit.models.teacher import (
     save_teacher,
     teacher_net,
 )
+from paperkit.papers import SEED003
 from paperkit.profiles import Profile, get_profile, resolve_seeds
 from paperkit.studies.common import open_data
 
@@ -1085,14 +1086,15 @@ def swap_targets(swap: pd.DataFrame) -> pd.DataFrame:
         r = t.loc[m]
         who = r.get("judged_for", "")
         rows.append(("student < 1 M parameters", m, who, f"{r.params_m:.3f} M", math.nan, math.nan,
-                     stats.HOLDS if r.params_m < 1.0 else stats.FAILS))
+                     stats.HOLDS if r.params_m < SEED003["student_params_m"] else stats.FAILS))
         for col, label in (("speedup_vs_teacher", ">= 7x faster than the teacher (ORT FP32)"),
                            ("speedup_int8_vs_teacher_fp32", ">= 7x faster (student INT8 vs teacher FP32)")):
             rows.append((label, m, who, f"{r[col]:.2f}x", r[f"{col}_ci_low"], r[f"{col}_ci_high"],
-                         stats.verdict(r[f"{col}_ci_low"], r[f"{col}_ci_high"], 7.0, "at_least")))
+                         stats.verdict(r[f"{col}_ci_low"], r[f"{col}_ci_high"], SEED003["speedup"], "at_least")))
         rows.append((">= 99% of the teacher's accuracy", m, who, f"{r.accuracy_vs_teacher:.2f}%",
                      r.accuracy_vs_teacher_ci_low, r.accuracy_vs_teacher_ci_high,
-                     stats.verdict(r.accuracy_vs_teacher_ci_low, r.accuracy_vs_teacher_ci_high, 99.0, "at_least")))
+                     stats.verdict(r.accuracy_vs_teacher_ci_low, r.accuracy_vs_teacher_ci_high,
+                                   100 * SEED003["accuracy_ratio"], "at_least")))
         if "acer_minus_alone" in r and pd.notna(r.acer_minus_alone):
             rows.append(("distilled ACER <= student-alone ACER", m, who, f"{r.acer_minus_alone:+.2f} points",
                          r.acer_minus_alone_ci_low, r.acer_minus_alone_ci_high,
