@@ -7,9 +7,9 @@ later run reads (stale temp files are swept). A cache file that does not load (f
 ignored and rebuilt, never trusted.
 
 Index cache (``index/<root tag>/``): for every image probed, the result of
-:func:`paperkit.data.probe_image` and :func:`paperkit.data.read_box` plus the image's size and mtime.
+:func:`paperkit.index.probe_image` and :func:`paperkit.celeba.read_box` plus the image's size and mtime.
 Keyed by the root's absolute path, the size and mtime of every ``metas/**/*.json`` (label and side files)
-and :data:`paperkit.data.READER_VERSION`; a changed label file or reader starts a new table. Images are
+and :data:`paperkit.index.READER_VERSION`; a changed label file or reader starts a new table. Images are
 not re-examined on a warm run (that is the point: 600k stat + decode calls cost minutes); an image
 replaced or truncated after it was probed is caught when it is loaded (its size/mtime no longer match,
 so it is probed again and, if broken, counted in ``FaceDataset.runtime_failures``). The summary of a root
@@ -266,7 +266,7 @@ class CropCache:
     The key covers the index key (root, label files, reader version) and the crop parameters. Rows hold
     exactly what ``FaceDataset.load_crop`` returns from the JPEG; a row whose image has since changed on
     disk (size or mtime) is not used: that sample goes the JPEG path again (and fails loudly if broken).
-    Built by :func:`paperkit.data.build_crop_cache` into temp names, the JSON renamed last: an array
+    Built by :func:`paperkit.data.ensure_crop_cache` into temp names, the JSON renamed last: an array
     without its sidecar is never opened."""
 
     def __init__(self, folder: Path, key: str, meta: dict[str, Any]) -> None:
@@ -310,7 +310,7 @@ class CropCache:
         return self._arr
 
     def row(self, sample: Any, stamp: tuple[int, int] | None) -> np.ndarray | None:
-        """The cached crop of ``sample`` (a ``paperkit.data.Sample``) whose image now has ``stamp`` (size,
+        """The cached crop of ``sample`` (a ``paperkit.index.Sample``) whose image now has ``stamp`` (size,
         mtime_ns), or None: not cached, cropped from another box, or the image changed since."""
         i = self.rows.get(sample.path)
         if i is None or stamp is None:
@@ -337,10 +337,12 @@ def make_fake_tree(source: str | os.PathLike, out: str | os.PathLike, entries: i
     (copies across filesystems) to the images of ``source`` (cycled): a big tree for index benchmarks at
     the cost of a few inodes. Labels are the source's, so every entry is valid."""
     import shutil
+
+    from paperkit import celeba
     src, out = Path(source), Path(out)
     pool = []
-    for split in ("train", "test"):
-        labels = json.loads((src / "metas" / "intra_test" / f"{split}_label.json").read_text())
+    for split in celeba.SPLITS:
+        labels = json.loads(celeba.label_file(src, split).read_text())
         pool += sorted(labels.items())
     if not pool:
         raise ValueError(f"{source} has no label entries")
@@ -350,61 +352,60 @@ def make_fake_tree(source: str | os.PathLike, out: str | os.PathLike, entries: i
     for i in range(entries):
         key, vec = pool[i % len(pool)]
         split = "test" if i < n_test else "train"
-        kind = "spoof" if vec[43] else "live"
+        kind = "spoof" if vec[celeba.LIVE_SPOOF] else "live"
         new = f"Data/{split}/{10000 + i // (2 * per_folder)}/{kind}/{i:07d}{Path(key).suffix}"
         dst = out / new
         dst.parent.mkdir(parents=True, exist_ok=True)
-        bb_src = (src / key).with_name(Path(key).stem + "_BB.txt")
-        for a, b in ((src / key, dst), (bb_src, dst.with_name(dst.stem + "_BB.txt"))):
+        for a, b in ((src / key, dst), (celeba.bb_path(src / key), celeba.bb_path(dst))):
             if a.exists() and not b.exists():
                 try:
                     os.link(a, b)
                 except OSError:
                     shutil.copyfile(a, b)
         labels_out[split][new] = vec
-    (out / "metas" / "intra_test").mkdir(parents=True, exist_ok=True)
     for split, d in labels_out.items():
-        (out / "metas" / "intra_test" / f"{split}_label.json").write_text(json.dumps(d))
+        celeba.label_file(out, split).parent.mkdir(parents=True, exist_ok=True)
+        celeba.label_file(out, split).write_text(json.dumps(d))
     return out
 
 
 def bench_index(root: str | os.PathLike, protocol: str = "intra_test", workers: int | None = None) -> dict[str, Any]:
     """Time the index of ``root`` cold (no cache: probe every image over ``workers`` processes, default all
-    cores) and warm (from the cache): ``data.summary`` and ``data.load_index`` of both splits. Runs in a
+    cores) and warm (from the cache): ``index.summary`` and ``index.load_index`` of both splits. Runs in a
     temporary cache folder, so the user's cache is neither used nor changed."""
     import shutil
     import tempfile
-    from paperkit import data
-    root = data.check_root(root)
+    from paperkit import celeba, index
+    root = celeba.check_root(root)
     saved = os.environ.get("PAPERKIT_CACHE"), os.environ.get(INDEX_ENV)
     tmp = tempfile.mkdtemp(prefix="paperkit-bench-index-")
-    level = data.log.level
-    data.log.setLevel(logging.ERROR)
+    level = index.log.level
+    index.log.setLevel(logging.ERROR)
     try:
         os.environ["PAPERKIT_CACHE"] = tmp
         os.environ[INDEX_ENV] = "1"
-        entries = sum(len(data.read_labels(root, s, protocol)) for s in data.SPLITS)
+        entries = sum(len(celeba.read_labels(root, s, protocol)) for s in celeba.SPLITS)
         t0 = time.perf_counter()
         if workers is not None:
             cpu = os.cpu_count
             os.cpu_count = lambda: workers   # type: ignore[assignment]  (the pool sizes itself from this)
         try:
-            data.summary(root, protocol)
+            index.summary(root, protocol)
         finally:
             if workers is not None:
                 os.cpu_count = cpu   # type: ignore[assignment]
         cold = time.perf_counter() - t0
         t0 = time.perf_counter()
-        data.summary(root, protocol)
+        index.summary(root, protocol)
         warm_summary = time.perf_counter() - t0
-        for s in data.SPLITS:   # first load_index: probes cached, labels read and screened again
-            data.load_index(root, s, protocol)
+        for s in celeba.SPLITS:   # first load_index: probes cached, labels read and screened again
+            index.load_index(root, s, protocol)
         t0 = time.perf_counter()
-        for s in data.SPLITS:   # what every later notebook pays
-            data.load_index(root, s, protocol)
+        for s in celeba.SPLITS:   # what every later notebook pays
+            index.load_index(root, s, protocol)
         warm_index = time.perf_counter() - t0
     finally:
-        data.log.setLevel(level)
+        index.log.setLevel(level)
         for k, v in zip(("PAPERKIT_CACHE", INDEX_ENV), saved):
             if v is None:
                 os.environ.pop(k, None)
@@ -422,10 +423,10 @@ def bench_index(root: str | os.PathLike, protocol: str = "intra_test", workers: 
 
 
 def cli_bench_index(root: str, as_json: bool = False, workers: int | None = None) -> int:
-    from paperkit import data
+    from paperkit import celeba
     try:
         r = bench_index(root, workers=workers)
-    except data.DatasetError as e:
+    except celeba.DatasetError as e:
         import sys
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -454,7 +455,7 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     import torch
     import torch.nn.functional as F
 
-    from paperkit import data, profiles
+    from paperkit import data, index, profiles
     from paperkit.models.pta import mobilenet_v2_baseline
     prof = profiles.get_profile("default")
     root = data.resolve_root(root or "", prof, prof.data_seed if hasattr(prof, "data_seed") else 0)
@@ -465,7 +466,7 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     if built is None:
         raise RuntimeError(f"no crop cache for {root} at {size} px (turned off with {CROP_ENV}=0, or over the "
                            f"{CROP_LIMIT_ENV} limit): nothing to compare")
-    samples = data.load_index(root, "train")
+    samples = index.load_index(root, "train")
     modes = {"jpeg": False, "cache": True}
     loaders, iters = {}, {}
     for m, use in modes.items():

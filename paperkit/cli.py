@@ -122,8 +122,8 @@ def _seed_list(text: str) -> list[int] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.cmd == "data" and a.data_cmd == "summary":
-        from . import data
-        return data.cli_summary(a.root, a.json)
+        from . import index
+        return index.cli_summary(a.root, a.json)
     if a.cmd == "data" and a.data_cmd == "synth":
         from . import synth
         return synth.cli_synth(a.out, a.profile, a.seed, a.faces)

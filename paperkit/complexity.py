@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from paperkit import quiet
-from paperkit.models.pta import CONFIGS, META, PTABlock, PTAMobileNetV2, mobilenet_v2_baseline, pta_mobilenet_v2
+from paperkit.models.pta import CONFIGS, PTABlock, PTAMobileNetV2, mobilenet_v2_baseline, pta_mobilenet_v2
+from paperkit.papers import SEED000_TABLES_3_4
 
 __all__ = [
     "active_params", "madds", "madds_by_operator", "table4", "cli_table4",
@@ -203,7 +204,7 @@ def cli_table4(as_json: bool = False, input_size: int = 128) -> int:
     print(f"Seed 000 Table 4 complexity at 1x3x{input_size}x{input_size} (paper convention, DESIGN section 6)")
     print(f"{'config':<7} {'params_m':>9} {'paper':>6} {'madds_m':>9} {'paper':>7}")
     for r in rows:
-        p = META[r["config"]]
+        p = SEED000_TABLES_3_4[r["config"]]
         print(f"{r['config']:<7} {r['params_m']:>9.3f} {p['params_m']:>6.2f} {r['madds_m']:>9.2f} {p['madds_m']:>7.2f}")
     print("note: BBB counts 2.719 M active params where the paper prints 2.73; the paper's HLH MAdds "
           "print 96.50 where the count gives 96.51.")

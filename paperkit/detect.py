@@ -347,7 +347,8 @@ def bench_folder(folder: str | Path, detectors: Sequence[str] = ("haar", "fast",
 # Box convention: fit on train images, check on test images
 
 def _stored_boxes(root: str | Path, split: str, limit: int | None) -> list[tuple[Any, np.ndarray]]:
-    from paperkit.data import decode_image, load_index
+    from paperkit.data import decode_image
+    from paperkit.index import load_index
 
     idx = load_index(root, split, limit=limit, seed=0)
     out = []

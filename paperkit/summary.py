@@ -40,7 +40,7 @@ def _num(v: Any, nd: int = 2) -> str:
 
 
 def _type_name(code: Any) -> str:
-    from .data import SPOOF_TYPE_NAMES
+    from .celeba import SPOOF_TYPE_NAMES
     return SPOOF_TYPE_NAMES.get(int(code), f"type {int(code)}")
 
 

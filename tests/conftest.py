@@ -1,7 +1,7 @@
 """Shared fixtures: hand-made tiny CelebA-Spoof trees (no dependency on paperkit.synth).
 
 - ``tiny_celeba``: a tree with every problem kind the reader handles; ``tiny_celeba_expected`` holds the
-  counts ``paperkit.data.summary`` must report for it.
+  counts ``paperkit.index.summary`` must report for it.
 - ``tiny_celeba_clean``: a problem-free tree (6 train + 2 test subjects, live and several attack types,
   domain side files) for tests of other modules that just need loaders to run.
 - ``tiny_celeba_builder``: the builder itself, ``build(root, problems=..., train_subjects=..., ...)``.
@@ -72,7 +72,7 @@ def _write(root: Path, key: str, kind: str, seed: int, bb: str | None) -> None:
         ok, buf = cv2.imencode(".jpg", img)
         path.write_bytes(buf.tobytes()[: len(buf) // 2])
     elif kind == "bomb":
-        path.write_bytes(png_bomb(8000, 8000))  # 64 M pixels > paperkit.data.MAX_PIXELS
+        path.write_bytes(png_bomb(8000, 8000))  # 64 M pixels > paperkit.index.MAX_PIXELS
     elif kind != "none":
         raise ValueError(kind)
     if bb is not None:
@@ -172,7 +172,7 @@ def tiny_celeba(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_celeba_expected() -> dict[str, Any]:
-    """What ``paperkit.data.summary(tiny_celeba)`` must return."""
+    """What ``paperkit.index.summary(tiny_celeba)`` must return."""
     return json.loads(json.dumps(PROBLEM_EXPECTED))
 
 

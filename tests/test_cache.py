@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from paperkit import cache, data
+from paperkit import cache, celeba, data, index
 from paperkit.profiles import get_profile
 
 
@@ -31,12 +31,12 @@ def own_cache(tmp_path, monkeypatch):
 def probes(monkeypatch):
     """Counts the images actually probed (serial path: trees here are below POOL_MIN)."""
     seen: list[str] = []
-    real = data._probe_entry
+    real = index._probe_entry
 
     def counting(root, key):
         seen.append(key)
         return real(root, key)
-    monkeypatch.setattr(data, "_probe_entry", counting)
+    monkeypatch.setattr(index, "_probe_entry", counting)
     return seen
 
 
@@ -48,22 +48,22 @@ def _same(a, b):
 # ---------------------------------------------------------------- index cache
 def test_warm_index_equals_cold_and_probes_nothing(tiny_celeba, probes, caplog):
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
-        cold = data.load_index(tiny_celeba, "train")
+        cold = index.load_index(tiny_celeba, "train")
     said = [r.getMessage() for r in caplog.records]
     assert len(probes) == 16 and any("unreadable_image=4" in m for m in said)
     caplog.clear()
     probes.clear()
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
-        warm = data.load_index(tiny_celeba, "train")
+        warm = index.load_index(tiny_celeba, "train")
     assert probes == [] and [r.getMessage() for r in caplog.records] == said   # the same warning, once
     _same(cold, warm)
-    assert data.summary(tiny_celeba) == data.summary(tiny_celeba)
+    assert index.summary(tiny_celeba) == index.summary(tiny_celeba)
     probes.clear()
-    data.load_index(tiny_celeba, "train", limit=5, seed=3)    # another cap: a new result from cached probes
+    index.load_index(tiny_celeba, "train", limit=5, seed=3)    # another cap: a new result from cached probes
     assert probes == []
     os.environ[cache.INDEX_ENV] = "0"
     try:
-        off = data.load_index(tiny_celeba, "train")
+        off = index.load_index(tiny_celeba, "train")
     finally:
         del os.environ[cache.INDEX_ENV]
     assert len(probes) == 16
@@ -71,24 +71,24 @@ def test_warm_index_equals_cold_and_probes_nothing(tiny_celeba, probes, caplog):
 
 
 def test_changed_label_file_or_reader_version_rebuilds(tiny_celeba_clean, probes, monkeypatch):
-    data.load_index(tiny_celeba_clean, "train")
+    index.load_index(tiny_celeba_clean, "train")
     assert len(probes) == 24
     probes.clear()
-    data.load_index(tiny_celeba_clean, "train")
+    index.load_index(tiny_celeba_clean, "train")
     assert probes == []
     f = tiny_celeba_clean / "metas/intra_test/train_label.json"
     labels = json.loads(f.read_text())
     dropped = sorted(labels)[0]
     del labels[dropped]
     f.write_text(json.dumps(labels))
-    idx = data.load_index(tiny_celeba_clean, "train")
+    idx = index.load_index(tiny_celeba_clean, "train")
     assert len(probes) == 23 and dropped not in {s.path for s in idx} and len(idx) == 23
     probes.clear()
-    assert data.summary(tiny_celeba_clean)["splits"]["train"]["images"] == 23
+    assert index.summary(tiny_celeba_clean)["splits"]["train"]["images"] == 23
     assert len(probes) == 8        # the test split: the train probes of this label state are cached
     probes.clear()
-    monkeypatch.setattr(data, "READER_VERSION", data.READER_VERSION + 1)
-    data.load_index(tiny_celeba_clean, "train")
+    monkeypatch.setattr(index, "READER_VERSION", index.READER_VERSION + 1)
+    index.load_index(tiny_celeba_clean, "train")
     assert len(probes) == 23
     assert len(list((own_cache_dir() / "index").iterdir())) == 1
 
@@ -100,32 +100,32 @@ def own_cache_dir() -> Path:
 def test_one_folder_per_root_and_vanished_roots_are_pruned(tiny_celeba_builder, tmp_path):
     a = tiny_celeba_builder(tmp_path / "a", train_subjects=2, test_subjects=1)
     b = tiny_celeba_builder(tmp_path / "b", train_subjects=2, test_subjects=1)
-    data.load_index(a, "train")
-    data.load_index(b, "train")
+    index.load_index(a, "train")
+    index.load_index(b, "train")
     assert len(list((own_cache_dir() / "index").iterdir())) == 2
     import shutil
     shutil.rmtree(a)
     c = tiny_celeba_builder(tmp_path / "c", train_subjects=2, test_subjects=1)
-    data.load_index(c, "train")
+    index.load_index(c, "train")
     tags = sorted(p.name for p in (own_cache_dir() / "index").iterdir())
     assert len(tags) == 2 and tags == sorted([cache.root_tag(b), cache.root_tag(c)])
 
 
 def test_pool_probing_is_ordered_and_matches_serial(tiny_celeba, monkeypatch):
-    keys = [s for split in data.SPLITS for s in data.read_labels(tiny_celeba, split)] * 3
-    serial = data.probe_samples(tiny_celeba, keys, use_cache=False)
-    monkeypatch.setattr(data, "POOL_MIN", 2)
+    keys = [s for split in celeba.SPLITS for s in celeba.read_labels(tiny_celeba, split)] * 3
+    serial = index.probe_samples(tiny_celeba, keys, use_cache=False)
+    monkeypatch.setattr(index, "POOL_MIN", 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    pooled = data.probe_samples(tiny_celeba, keys, use_cache=False)
+    pooled = index.probe_samples(tiny_celeba, keys, use_cache=False)
     assert pooled == serial
 
 
 def test_image_truncated_after_caching_is_counted_at_load_and_the_run_continues(tiny_celeba_clean, caplog):
-    idx = data.load_index(tiny_celeba_clean, "train")
+    idx = index.load_index(tiny_celeba_clean, "train")
     bad = idx[2]
     raw = (tiny_celeba_clean / bad.path).read_bytes()
     (tiny_celeba_clean / bad.path).write_bytes(raw[: len(raw) // 2])   # cv2 alone would paint it grey
-    warm = data.load_index(tiny_celeba_clean, "train")
+    warm = index.load_index(tiny_celeba_clean, "train")
     assert bad.path in {s.path for s in warm}                    # the cache does not look at images again
     ds = data.FaceDataset(tiny_celeba_clean, warm, size=32)
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
@@ -153,7 +153,7 @@ def test_image_truncated_after_caching_is_counted_at_load_and_the_run_continues(
 KILLED_WRITER = r"""
 import os, sys, time
 from pathlib import Path
-from paperkit import cache, data
+from paperkit import cache, celeba, data, index
 real = cache.atomic_write
 def slow(path, write):
     def half(f):
@@ -164,7 +164,7 @@ def slow(path, write):
         time.sleep(60)
     return real(path, half)
 cache.atomic_write = slow
-data.load_index(sys.argv[1], "train")
+index.load_index(sys.argv[1], "train")
 """
 
 
@@ -182,15 +182,15 @@ def test_a_killed_build_never_leaves_a_cache_a_later_run_trusts(tiny_celeba_clea
     folder = own_cache_dir() / "index" / cache.root_tag(tiny_celeba_clean)
     left = [p.name for p in folder.iterdir()]
     assert [n for n in left if n.endswith(cache.TMP_SUFFIX)] and not [n for n in left if n.startswith("probes-")]
-    idx = data.load_index(tiny_celeba_clean, "train")      # rebuilt from the images, not from half a file
+    idx = index.load_index(tiny_celeba_clean, "train")      # rebuilt from the images, not from half a file
     assert len(probes) == 24 and len(idx) == 24
     # a corrupt file under the final name (written by something else) is ignored and rebuilt, not trusted
-    table = cache.ProbeTable(tiny_celeba_clean, data.READER_VERSION)
+    table = cache.ProbeTable(tiny_celeba_clean, index.READER_VERSION)
     table.path.write_bytes(table.path.read_bytes()[:100])
     for p in folder.glob("result-*"):
         p.unlink()
     probes.clear()
-    assert len(data.load_index(tiny_celeba_clean, "train")) == 24 and len(probes) == 24
+    assert len(index.load_index(tiny_celeba_clean, "train")) == 24 and len(probes) == 24
 
 
 # ---------------------------------------------------------------- crop cache
@@ -201,7 +201,7 @@ def _profile(**kw):
 
 
 def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_clean):
-    idx = data.load_index(tiny_celeba_clean, "train")
+    idx = index.load_index(tiny_celeba_clean, "train")
     jpeg = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=True, seed=4, crop_cache=False)
     ref = [jpeg.load_crop(i) for i in range(len(idx))]
     assert data.open_crop_cache(tiny_celeba_clean, 32) is None
@@ -249,7 +249,7 @@ def test_crop_cache_size_limit_and_changed_images(tiny_celeba_clean, caplog):
         assert data.ensure_crop_cache(tiny_celeba_clean, 32, limit_bytes=1000) is None
     assert any("reading the image files" in r.getMessage() for r in caplog.records)
     c = data.ensure_crop_cache(tiny_celeba_clean, 32)
-    idx = data.load_index(tiny_celeba_clean, "test")
+    idx = index.load_index(tiny_celeba_clean, "test")
     ds = data.FaceDataset(tiny_celeba_clean, idx, size=32)
     (tiny_celeba_clean / idx[0].path).write_bytes(b"")          # broken after the crops were cached
     x, y, _ = ds[0]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from paperkit import results
-from paperkit.studies import claims
+from paperkit.studies import claims, seed_claims
 
 DS = "synthetic (paperkit synth v3, profile smoke, seed 0)"
 N_SUBJ, LIVE, SPOOF = 16, 4, 6
@@ -49,7 +49,7 @@ def _both(error: float, seed: int, **kw: str) -> pd.DataFrame:
 
 def write_table3_predictions(run_dir, hhh_error=0.05, nopta_error=0.30, same=False, with_bn=True):
     frames = [_both(nopta_error, 1, model="MobileNetV2", config="NoPTA")]
-    for j, cfg in enumerate(claims.PAPER_CONFIGS):
+    for j, cfg in enumerate(seed_claims.PAPER_CONFIGS):
         for bn in ("shared", "recalibrated"):
             err = hhh_error if cfg == "HHH" else 0.10
             # same=True: HHH gets exactly the No-PTA scores (same seed and error)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import GOOD_BB
-from paperkit import data
+from paperkit import augment, celeba, data, index
 from paperkit.profiles import get_profile
 
 
@@ -43,13 +43,13 @@ def _with_new_kinds(expected):
 
 # ---------------------------------------------------------------- summary and index
 def test_summary_matches_issue_shape(tiny_celeba, tiny_celeba_expected):
-    s = data.summary(tiny_celeba)
+    s = index.summary(tiny_celeba)
     assert s == _with_new_kinds(tiny_celeba_expected)
-    assert set(s["problems"]) == set(data.PROBLEM_KEYS)
+    assert set(s["problems"]) == set(celeba.PROBLEM_KEYS)
 
 
 def test_index_skips_bad_images_and_keeps_box_fallbacks(tiny_celeba):
-    idx = data.load_index(tiny_celeba, "train")
+    idx = index.load_index(tiny_celeba, "train")
     by_id = {Path(s.path).stem: s for s in idx}
     # missing, zero-byte, corrupt, truncated, bomb are skipped; everything else is kept
     assert sorted(by_id) == ["000001", "000002", "000003", "000004", "000005", "000006", "000007", "000008",
@@ -67,7 +67,7 @@ def test_index_skips_bad_images_and_keeps_box_fallbacks(tiny_celeba):
 
 
 def test_sample_fields_from_labels_and_side_files(tiny_celeba):
-    s = {Path(x.path).stem: x for x in data.load_index(tiny_celeba, "train")}["000003"]
+    s = {Path(x.path).stem: x for x in index.load_index(tiny_celeba, "train")}["000003"]
     assert (s.split, s.subject, s.label, s.spoof_type) == ("train", "1001", 1, 7)
     assert s.domain == "A" and s.video == "train/1001/spoof/7"
     assert s.cues == (0, 1, -1, -1, 0, -1, -1)
@@ -75,39 +75,39 @@ def test_sample_fields_from_labels_and_side_files(tiny_celeba):
 
 def test_without_side_files_cues_are_derived_and_video_defaults(tiny_celeba_builder, tmp_path):
     root = tiny_celeba_builder(tmp_path / "t", side_files=False, train_subjects=2, test_subjects=1)
-    idx = data.load_index(root, "train")
+    idx = index.load_index(root, "train")
     for s in idx:
         assert s.domain == ""
         assert s.video == f"train/{s.subject}/{'spoof' if s.label else 'live'}/{s.spoof_type}"
-        assert s.cues == data.derived_cues(s.label, s.spoof_type, s.illumination)
-    assert data.derived_cues(1, 1)[:2] == (1, 0) and data.derived_cues(1, 8)[:2] == (0, 1)
+        assert s.cues == celeba.derived_cues(s.label, s.spoof_type, s.illumination)
+    assert celeba.derived_cues(1, 1)[:2] == (1, 0) and celeba.derived_cues(1, 8)[:2] == (0, 1)
 
 
 def test_derived_cue_mapping_for_real_celeba_spoof():
-    names = data.CUE_NAMES
+    names = celeba.CUE_NAMES
     # live: no medium cue; image quality is not labelled, so unknown rather than 0
-    assert data.derived_cues(0, 0, 0) == (0,) * 6 + (-1,)
-    photo = dict(zip(names, data.derived_cues(1, 1, 1)))
+    assert celeba.derived_cues(0, 0, 0) == (0,) * 6 + (-1,)
+    photo = dict(zip(names, celeba.derived_cues(1, 1, 1)))
     assert photo["print"] == 1 and photo["screen"] == 0 and photo["paper_texture"] == 1 and photo["glare"] == -1
-    phone = dict(zip(names, data.derived_cues(1, 9, 4)))
+    phone = dict(zip(names, celeba.derived_cues(1, 9, 4)))
     assert phone["screen"] == 1 and phone["moire"] == -1 and phone["print"] == 0 and phone["low_quality"] == 1
-    region = dict(zip(names, data.derived_cues(1, 6, 1)))
+    region = dict(zip(names, celeba.derived_cues(1, 6, 1)))
     assert region["cutout"] == 1 and region["paper_texture"] == 1
-    assert data.derived_cues(1, 10, 1)[:6] == (0,) * 6  # 3D mask: none of the paper/screen cues
+    assert celeba.derived_cues(1, 10, 1)[:6] == (0,) * 6  # 3D mask: none of the paper/screen cues
 
 
 def test_problems_logged_once_with_example(tiny_celeba, caplog):
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
-        data.load_index(tiny_celeba, "train")
+        index.load_index(tiny_celeba, "train")
     msgs = [r.getMessage() for r in caplog.records if r.name == "paperkit.data"]
     assert len(msgs) == 1
     assert "missing_image=1" in msgs[0] and "000013.jpg" in msgs[0] and "zero-byte" in msgs[0]
 
 
 def test_limit_is_deterministic_and_applied_before_probing(tiny_celeba_clean):
-    a = data.load_index(tiny_celeba_clean, "train", limit=7, seed=3)
-    b = data.load_index(tiny_celeba_clean, "train", limit=7, seed=3)
-    c = data.load_index(tiny_celeba_clean, "train", limit=7, seed=4)
+    a = index.load_index(tiny_celeba_clean, "train", limit=7, seed=3)
+    b = index.load_index(tiny_celeba_clean, "train", limit=7, seed=3)
+    c = index.load_index(tiny_celeba_clean, "train", limit=7, seed=4)
     assert [s.path for s in a] == [s.path for s in b] and len(a) == 7
     assert [s.path for s in a] != [s.path for s in c]
     assert [s.path for s in a] == sorted(s.path for s in a)
@@ -119,11 +119,11 @@ def test_absent_image_is_counted_once_not_also_as_missing_box(tiny_celeba_builde
             ("train", "1002", "spoof", 3, "corrupt", 1, None), ("train", "1002", "live", 4, "jpg", 0, None),
             ("test", "2001", "live", 5, "jpg", 0, GOOD_BB)]
     root = tiny_celeba_builder(tmp_path / "t", rows)
-    idx = data.load_index(root, "train")
+    idx = index.load_index(root, "train")
     assert idx.problems["missing_image"] == 1 and idx.problems["unreadable_image"] == 1
     assert idx.problems["missing_bb"] == 1          # only the kept image 000004 misses its box
     assert idx.examples["missing_bb"] == "Data/train/1002/live/000004.jpg"
-    assert data.summary(root)["problems"]["missing_bb"] == 1
+    assert index.summary(root)["problems"]["missing_bb"] == 1
 
 
 # ---------------------------------------------------------------- hostile label files
@@ -149,13 +149,13 @@ def test_label_conflict_is_counted_logged_once_and_skipped(tiny_celeba_clean, ca
     f.write_text(json.dumps(labels))
     bad = {live_flag_spoof, live_type_7, spoof_type_0, spoof_flag_live}
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
-        idx = data.load_index(tiny_celeba_clean, "train")
+        idx = index.load_index(tiny_celeba_clean, "train")
     assert idx.problems["label_conflict"] == 4 and idx.entries == len(labels)
     assert not bad & {s.path for s in idx} and len(idx) == len(labels) - 4
     msgs = [r.getMessage() for r in caplog.records if r.name == "paperkit.data"]
     assert len(msgs) == 1 and "label_conflict=4" in msgs[0] and idx.examples["label_conflict"] in msgs[0]
     assert "flag [43]" in msgs[0]
-    s = data.summary(tiny_celeba_clean)
+    s = index.summary(tiny_celeba_clean)
     assert s["problems"]["label_conflict"] == 4 and s["examples"]["label_conflict"] in bad
     tr = s["splits"]["train"]
     assert tr["images"] == len(labels) and tr["live"] + tr["spoof"] == len(labels) - 4
@@ -167,13 +167,13 @@ def test_spoof_type_outside_0_10_is_counted_not_shown_as_a_type(tiny_celeba_clea
     key = _key(labels, "spoof", 0)
     labels[key][40] = stype
     f.write_text(json.dumps(labels))
-    idx = data.load_index(tiny_celeba_clean, "train")
+    idx = index.load_index(tiny_celeba_clean, "train")
     assert idx.problems["bad_spoof_type"] == 1 and idx.problems["label_conflict"] == 0
     assert key not in {s.path for s in idx}
-    s = data.summary(tiny_celeba_clean)
+    s = index.summary(tiny_celeba_clean)
     assert s["problems"]["bad_spoof_type"] == 1 and s["examples"]["bad_spoof_type"] == key
     assert str(stype) not in s["splits"]["train"]["spoof_types"]
-    assert data.cli_summary(tiny_celeba_clean) == 0
+    assert index.cli_summary(tiny_celeba_clean) == 0
     out = capsys.readouterr().out
     assert "bad_spoof_type=1" in out and key in out and f"={stype}" not in out.replace("bad_spoof_type=1", "")
 
@@ -187,19 +187,19 @@ def test_image_in_train_and_test_is_counted_warned_and_dropped_from_train(tiny_c
     test[other.replace("Data/train/", "Data/train/./")] = train[other]   # same file, another spelling
     f.write_text(json.dumps(test))
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
-        tr = data.load_index(tiny_celeba_clean, "train")
+        tr = index.load_index(tiny_celeba_clean, "train")
     assert tr.problems["split_overlap"] == 2 and not {key, other} & {s.path for s in tr}
     assert any("TRAIN/TEST OVERLAP" in r.getMessage() and key in r.getMessage() for r in caplog.records)
-    te = data.load_index(tiny_celeba_clean, "test")
+    te = index.load_index(tiny_celeba_clean, "test")
     assert key in {s.path for s in te} and te.problems["split_overlap"] == 0   # test stays the official one
     loaders = data.make_loaders(tiny_celeba_clean, _profile(), seed=0)
     trained = {s.path for k in ("train", "val") for s in loaders[k].dataset.samples}
     assert not trained & {key, other}
-    s = data.summary(tiny_celeba_clean)
+    s = index.summary(tiny_celeba_clean)
     assert s["problems"]["split_overlap"] == 2 and s["examples"]["split_overlap"] == key
-    assert data.cli_summary(tiny_celeba_clean, as_json=True) == 0
+    assert index.cli_summary(tiny_celeba_clean, as_json=True) == 0
     assert json.loads(capsys.readouterr().out)["problems"]["split_overlap"] == 2
-    assert data.cli_summary(tiny_celeba_clean) == 0
+    assert index.cli_summary(tiny_celeba_clean) == 0
     out = capsys.readouterr().out
     assert "split_overlap=2" in out and "WARNING" in out and key in out
 
@@ -213,10 +213,10 @@ def test_every_problem_kind_has_a_count_and_an_example(tiny_celeba):
     tf, test = _labels(tiny_celeba, "test")
     test["Data/train/1001/live/000001.jpg"] = train["Data/train/1001/live/000001.jpg"]   # split_overlap
     tf.write_text(json.dumps(test))
-    s = data.summary(tiny_celeba)
-    assert set(s["problems"]) == set(data.PROBLEM_KEYS)
-    assert all(s["problems"][k] >= 1 for k in data.PROBLEM_KEYS), s["problems"]
-    assert set(s["examples"]) == set(data.PROBLEM_KEYS)
+    s = index.summary(tiny_celeba)
+    assert set(s["problems"]) == set(celeba.PROBLEM_KEYS)
+    assert all(s["problems"][k] >= 1 for k in celeba.PROBLEM_KEYS), s["problems"]
+    assert set(s["examples"]) == set(celeba.PROBLEM_KEYS)
     for k, example in s["examples"].items():
         assert example.startswith("Data/"), (k, example)
 
@@ -224,31 +224,31 @@ def test_every_problem_kind_has_a_count_and_an_example(tiny_celeba):
 # ---------------------------------------------------------------- bad input: structure errors
 def test_not_a_tree_names_what_is_missing(tmp_path, capsys):
     (tmp_path / "Data").mkdir()
-    with pytest.raises(data.DatasetError, match="missing metas/intra_test/train_label.json"):
-        data.check_root(tmp_path)
-    with pytest.raises(data.DatasetError, match="does not exist"):
-        data.summary(tmp_path / "nope")
-    assert data.cli_summary(tmp_path, as_json=True) != 0
+    with pytest.raises(celeba.DatasetError, match="missing metas/intra_test/train_label.json"):
+        celeba.check_root(tmp_path)
+    with pytest.raises(celeba.DatasetError, match="does not exist"):
+        index.summary(tmp_path / "nope")
+    assert index.cli_summary(tmp_path, as_json=True) != 0
     err = capsys.readouterr().err
     assert "metas/intra_test/test_label.json" in err and "expected a CelebA-Spoof tree" in err
-    assert issubclass(data.DatasetError, ValueError)
+    assert issubclass(celeba.DatasetError, ValueError)
 
 
 def test_cli_summary_json(tiny_celeba, tiny_celeba_expected, capsys):
-    assert data.cli_summary(tiny_celeba, as_json=True) == 0
+    assert index.cli_summary(tiny_celeba, as_json=True) == 0
     assert json.loads(capsys.readouterr().out) == _with_new_kinds(tiny_celeba_expected)
-    assert data.cli_summary(tiny_celeba, as_json=False) == 0
+    assert index.cli_summary(tiny_celeba, as_json=False) == 0
     assert "problems:" in capsys.readouterr().out
 
 
 def test_malformed_json_names_file(tiny_celeba):
     f = tiny_celeba / "metas/intra_test/test_label.json"
     f.write_text('{"Data/test/2001/live/000101.jpg": [0, 1,')
-    with pytest.raises(data.DatasetError, match=r"test_label\.json is not valid JSON"):
-        data.summary(tiny_celeba)
+    with pytest.raises(celeba.DatasetError, match=r"test_label\.json is not valid JSON"):
+        index.summary(tiny_celeba)
     f.write_text("[1, 2, 3]")
-    with pytest.raises(data.DatasetError, match="expected a JSON object"):
-        data.load_index(tiny_celeba, "test")
+    with pytest.raises(celeba.DatasetError, match="expected a JSON object"):
+        index.load_index(tiny_celeba, "test")
 
 
 @pytest.mark.parametrize("bad", [[0] * 43, [0] * 45, [0] * 43 + ["1"], [0] * 43 + [1.0], [0] * 43 + [True],
@@ -258,8 +258,8 @@ def test_label_not_44_integers_names_key_and_file(tiny_celeba, bad):
     labels = json.loads(f.read_text())
     labels["Data/train/1001/live/000001.jpg"] = bad
     f.write_text(json.dumps(labels))
-    with pytest.raises(data.DatasetError) as e:
-        data.load_index(tiny_celeba, "train")
+    with pytest.raises(celeba.DatasetError) as e:
+        index.load_index(tiny_celeba, "train")
     assert "Data/train/1001/live/000001.jpg" in str(e.value) and "train_label.json" in str(e.value)
 
 
@@ -270,21 +270,21 @@ def test_key_outside_root_is_an_error(tiny_celeba, key):
     labels = json.loads(f.read_text())
     labels[key] = [0] * 44
     f.write_text(json.dumps(labels))
-    with pytest.raises(data.DatasetError, match="train_label.json: key"):
-        data.load_index(tiny_celeba, "train")
+    with pytest.raises(celeba.DatasetError, match="train_label.json: key"):
+        index.load_index(tiny_celeba, "train")
 
 
 # ---------------------------------------------------------------- bad input: images
 def test_probe_reasons(tiny_celeba):
     train = tiny_celeba / "Data/train"
-    assert data.probe_image(train / "1003/spoof/000010.jpg")[2] == "zero-byte file"
-    assert data.probe_image(train / "1003/spoof/000011.jpg")[0] == "unreadable_image"
-    status, _, why = data.probe_image(train / "1004/live/000012.jpg")
+    assert index.probe_image(train / "1003/spoof/000010.jpg")[2] == "zero-byte file"
+    assert index.probe_image(train / "1003/spoof/000011.jpg")[0] == "unreadable_image"
+    status, _, why = index.probe_image(train / "1004/live/000012.jpg")
     assert status == "unreadable_image" and "truncated" in why
-    status, _, why = data.probe_image(train / "1004/live/000014.png")
+    status, _, why = index.probe_image(train / "1004/live/000014.png")
     assert status == "unreadable_image" and "decompression-bomb" in why
-    assert data.probe_image(train / "1004/spoof/000013.jpg")[0] == "missing_image"
-    assert data.probe_image(train / "1001/live/000001.jpg") == ("ok", (64, 48), "")
+    assert index.probe_image(train / "1004/spoof/000013.jpg")[0] == "missing_image"
+    assert index.probe_image(train / "1001/live/000001.jpg") == ("ok", (64, 48), "")
 
 
 def test_decode_refuses_bomb_zero_byte_corrupt_and_missing(tiny_celeba):
@@ -314,7 +314,7 @@ def test_gray_rgba_16bit_decode_to_rgb_uint8(tiny_celeba):
 
 
 def test_dataset_substitutes_image_that_vanished_after_indexing(tiny_celeba, caplog):
-    idx = data.load_index(tiny_celeba, "test")
+    idx = index.load_index(tiny_celeba, "test")
     ds = data.FaceDataset(tiny_celeba, idx, size=32)
     (tiny_celeba / idx[0].path).unlink()
     with caplog.at_level(logging.WARNING, logger="paperkit.data"):
@@ -333,23 +333,23 @@ def test_dataset_substitutes_image_that_vanished_after_indexing(tiny_celeba, cap
 def test_read_box(tmp_path, text, expected):
     f = tmp_path / "x_BB.txt"
     f.write_text(text)
-    assert data.read_box(f) == expected
+    assert celeba.read_box(f) == expected
 
 
 def test_read_box_missing_and_binary(tmp_path):
-    assert data.read_box(tmp_path / "nope_BB.txt") == ("missing_bb", None)
+    assert celeba.read_box(tmp_path / "nope_BB.txt") == ("missing_bb", None)
     (tmp_path / "b_BB.txt").write_bytes(b"\xff\xfe\x00\x01")
-    assert data.read_box(tmp_path / "b_BB.txt") == ("empty_bb", None)
+    assert celeba.read_box(tmp_path / "b_BB.txt") == ("empty_bb", None)
 
 
 def test_box_to_pixels_scales_and_clips():
-    box, neg, tiny = data.box_to_pixels((56, 56, 112, 112), 448, 224)
+    box, neg, tiny = celeba.box_to_pixels((56, 56, 112, 112), 448, 224)
     assert box == (112.0, 56.0, 224.0, 112.0) and not neg and not tiny
-    box, neg, tiny = data.box_to_pixels((-20, 200, 100, 100), 224, 224)
+    box, neg, tiny = celeba.box_to_pixels((-20, 200, 100, 100), 224, 224)
     assert box == (0.0, 200.0, 80.0, 24.0) and neg and not tiny
-    assert data.box_to_pixels((300, 300, 10, 10), 224, 224)[2]          # entirely outside -> tiny
-    assert data.box_to_pixels((10, 10, 2, 50), 224, 224)[2]             # 2 px wide -> tiny
-    assert not data.box_to_pixels((10, 10, 3, 3), 224, 224)[2]
+    assert celeba.box_to_pixels((300, 300, 10, 10), 224, 224)[2]          # entirely outside -> tiny
+    assert celeba.box_to_pixels((10, 10, 2, 50), 224, 224)[2]             # 2 px wide -> tiny
+    assert not celeba.box_to_pixels((10, 10, 3, 3), 224, 224)[2]
 
 
 # ---------------------------------------------------------------- crops and preprocessing
@@ -399,18 +399,18 @@ def test_preprocess_range_and_shape():
 
 def test_augment_is_reproducible_and_keeps_uint8():
     crop = _img(32, 32)
-    a = data.augment(crop, data.sample_rng(0, 1, 5))
-    b = data.augment(crop, data.sample_rng(0, 1, 5))
-    c = data.augment(crop, data.sample_rng(0, 2, 5))
+    a = augment.augment(crop, data.sample_rng(0, 1, 5))
+    b = augment.augment(crop, data.sample_rng(0, 1, 5))
+    c = augment.augment(crop, data.sample_rng(0, 2, 5))
     assert a.dtype == np.uint8 and a.shape == crop.shape
     assert (a == b).all() and not (a == c).all()
-    noisy = data.iso_noise(np.full((32, 32, 3), 128, np.uint8), data.sample_rng(0, 0, 0), 0.5, 0.05)
+    noisy = augment.iso_noise(np.full((32, 32, 3), 128, np.uint8), data.sample_rng(0, 0, 0), 0.5, 0.05)
     assert 1.0 < noisy.astype(float).std() < 20.0
 
 
 # ---------------------------------------------------------------- dataset and loaders
 def test_dataset_items_and_epoch_seeding(tiny_celeba_clean):
-    idx = data.load_index(tiny_celeba_clean, "train")
+    idx = index.load_index(tiny_celeba_clean, "train")
     ev = data.FaceDataset(tiny_celeba_clean, idx, size=32)
     x, y, cues = ev[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
@@ -422,8 +422,8 @@ def test_dataset_items_and_epoch_seeding(tiny_celeba_clean):
 
 
 def test_hand_built_sample_reads_its_box_lazily(tiny_celeba_clean):
-    key = data.load_index(tiny_celeba_clean, "test")[0].path
-    s = data.Sample(path=key, split="test", subject="4000", label=0)
+    key = index.load_index(tiny_celeba_clean, "test")[0].path
+    s = index.Sample(path=key, split="test", subject="4000", label=0)
     assert s.box_problem == "unchecked" and s.video == "test/4000/live/0"
     ds = data.FaceDataset(tiny_celeba_clean, [s], size=48)
     img = data.decode_image(tiny_celeba_clean / key)
@@ -467,7 +467,7 @@ def test_make_loaders_caps_and_domain(tiny_celeba_clean):
 def test_domain_filter_falls_back_to_samples_side_file(tiny_celeba_clean):
     import shutil
     shutil.rmtree(tiny_celeba_clean / "metas/protocol_domain")
-    idx = data.load_index(tiny_celeba_clean, "train", domain="B")
+    idx = index.load_index(tiny_celeba_clean, "train", domain="B")
     assert idx and {s.domain for s in idx} == {"B"}
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from paperkit import data, metrics, stats
+from paperkit import data, index, metrics, stats
 from paperkit.losses import IGNORE_LABEL
 from paperkit.profiles import get_profile
 from paperkit.studies import distill
@@ -17,8 +17,8 @@ from paperkit.studies import distill
 PROF = get_profile("smoke", input_size=32, batch_size=4, num_workers=0)
 
 
-def _samples(n_subjects: int = 10, per: int = 4) -> list[data.Sample]:
-    return [data.Sample(path=f"Data/train/{s}/{'spoof' if i % 2 else 'live'}/{i:06d}.png", split="train",
+def _samples(n_subjects: int = 10, per: int = 4) -> list[index.Sample]:
+    return [index.Sample(path=f"Data/train/{s}/{'spoof' if i % 2 else 'live'}/{i:06d}.png", split="train",
                         subject=str(s), label=i % 2, spoof_type=2 * (i % 2))
             for s in range(n_subjects) for i in range(per)]
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from paperkit.models.pta import (META, PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2, mobilenet_v2_baseline,
+from paperkit.models.pta import (PTA_TRAIN_PROBS, PTABlock, PTAMobileNetV2, mobilenet_v2_baseline,
                                  parse_config, pta_mobilenet_v2)
+from paperkit.papers import SEED000_TABLES_3_4
 from paperkit.registry import MODELS
 
 torch.set_num_threads(1)
@@ -125,8 +126,8 @@ def test_width_mult_student_under_1m() -> None:
 def test_registry_and_meta() -> None:
     assert isinstance(MODELS.get("pta_mobilenet_v2")(), PTAMobileNetV2)
     assert MODELS.get("mobilenet_v2_baseline")().classifier[-1].out_features == 2
-    assert set(META) == {"NoPTA", "HHH", "LHH", "HLH", "HHL", "LLL", "BBB"}
-    for row in META.values():
+    assert set(SEED000_TABLES_3_4) == {"NoPTA", "HHH", "LHH", "HLH", "HHL", "LLL", "BBB"}
+    for row in SEED000_TABLES_3_4.values():
         assert abs(row["acer"] - (row["apcer"] + row["bpcer"]) / 2) < 0.011  # the paper's ACER = mean
 
 
@@ -151,7 +152,8 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
     configs = ["NoPTA", "HHH", "LHH", "HLH", "HHL", "LLL", "BBB"]
     seen_bn: dict = {}
     monkeypatch.setattr(complexity, "table4", lambda input_size=128: [
-        {"config": c, "params_m": META[c]["params_m"], "madds_m": META[c]["madds_m"]} for c in configs])
+        {"config": c, "params_m": SEED000_TABLES_3_4[c]["params_m"], "madds_m": SEED000_TABLES_3_4[c]["madds_m"]}
+        for c in configs])
 
     def fake_bench(*a, **k):
         seen_bn.update(k.get("bn_states") or {})

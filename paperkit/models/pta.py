@@ -25,7 +25,7 @@ from paperkit.registry import MODELS
 
 __all__ = [
     "PTABlock", "PTAMobileNetV2", "pta_mobilenet_v2", "mobilenet_v2_baseline",
-    "PTA_TRAIN_PROBS", "CONFIGS", "TABLE3_CONFIGS", "META", "PAPER_TRAINING", "parse_config",
+    "PTA_TRAIN_PROBS", "CONFIGS", "TABLE3_CONFIGS", "parse_config",
 ]
 
 Mode = Literal["H", "L", "B"]
@@ -44,32 +44,6 @@ INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
 )
 #: Stages (by channel count) whose last pair of blocks becomes a PTA block: "the largest number of channels".
 PTA_STAGES: tuple[int, ...] = (64, 96, 160)
-
-#: The paper's reported numbers (seed 000, Tables 3 and 4), printed beside ours in every table.
-#: Quality on CelebA-Spoof intra-test (percent); complexity at 128x128; latency on two phones (ms).
-#: Note: the paper prints 2.73 M params for BBB; counting the modules that run gives 2.719 M.
-META: dict[str, dict[str, float]] = {
-    "NoPTA": dict(accuracy=96.74, apcer=1.07, bpcer=4.18, acer=2.63, params_m=2.23, madds_m=104.15,
-                  latency_sd845_ms=21.32, latency_sd800_ms=94.23, rel_latency=1.00),
-    "HHH": dict(accuracy=96.89, apcer=0.72, bpcer=4.12, acer=2.42, params_m=2.23, madds_m=104.15,
-                latency_sd845_ms=21.27, latency_sd800_ms=94.12, rel_latency=1.00),
-    "LHH": dict(accuracy=96.84, apcer=0.70, bpcer=4.20, acer=2.45, params_m=2.17, madds_m=100.63,
-                latency_sd845_ms=18.61, latency_sd800_ms=82.24, rel_latency=0.87),
-    "HLH": dict(accuracy=97.04, apcer=0.80, bpcer=3.88, acer=2.34, params_m=2.11, madds_m=96.50,
-                latency_sd845_ms=19.67, latency_sd800_ms=86.96, rel_latency=0.92),
-    "HHL": dict(accuracy=97.83, apcer=2.30, bpcer=2.11, acer=2.21, params_m=1.91, madds_m=99.00,
-                latency_sd845_ms=19.27, latency_sd800_ms=85.15, rel_latency=0.90),
-    "LLL": dict(accuracy=97.85, apcer=2.53, bpcer=1.98, acer=2.26, params_m=1.73, madds_m=87.84,
-                latency_sd845_ms=17.08, latency_sd800_ms=75.44, rel_latency=0.80),
-    "BBB": dict(accuracy=97.49, apcer=1.21, bpcer=3.05, acer=2.13, params_m=2.73, madds_m=120.47,
-                latency_sd845_ms=22.72, latency_sd800_ms=100.47, rel_latency=1.07),
-}
-
-#: Seed 000, Table 5: best test quality and training time on a GTX 1050Ti, 20 epochs.
-PAPER_TRAINING: dict[str, dict[str, float]] = {
-    "MobileNetV2": dict(best_accuracy=96.74, best_acer=2.63, epoch_time_min=49.28, total_time_h=16.43),
-    "MobileNetV2+PTA": dict(best_accuracy=97.85, best_acer=2.13, epoch_time_min=43.11, total_time_h=14.37),
-}
 
 
 def parse_config(config: str, num_blocks: int = 3) -> tuple[str, ...]:

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from paperkit import complexity, metrics, quiet
 from paperkit.config_tree import ALL_CONFIGS, REFERENCE, StagedBN, staged_bn_states, staged_scores
-from paperkit.models.pta import META, MODES, PTA_TRAIN_PROBS, PTAMobileNetV2, parse_config
+from paperkit.papers import SEED000_TABLES_3_4
+from paperkit.models.pta import MODES, PTA_TRAIN_PROBS, PTAMobileNetV2, parse_config
 
 __all__ = [
     "MODE_NAMES", "SELECTION_SPLIT", "LATENCY_BACKEND", "METRIC_KEYS", "ScoreCache", "SampleFaces",
@@ -239,7 +240,7 @@ def config_report(model: PTAMobileNetV2, config: str, cache: ScoreCache, samples
         latency_ms = measure_config_latency(model, [cfg], input_size)[cfg]
     test = cache.metrics(model, "test", cfg)
     val = cache.metrics(model, "val", cfg) if "val" in cache.loaders or cache.has("val", cfg) else {}
-    paper = META.get(cfg, {})
+    paper = SEED000_TABLES_3_4.get(cfg, {})
     report: dict[str, Any] = {
         "config": cfg, "model": "MobileNetV2 (No-PTA)" if is_ref else "MobileNetV2+PTA",
         "blocks": "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in cfg),
@@ -249,7 +250,7 @@ def config_report(model: PTAMobileNetV2, config: str, cache: ScoreCache, samples
         **{k: float(test[k]) for k in METRIC_KEYS}, "auc": float(test["auc"]),
         "val_accuracy": float(val.get("accuracy", math.nan)), "val_acer": float(val.get("acer", math.nan)),
         "n_test": int(len(cache.labels["test"])), "n_val": int(len(cache.labels.get("val", []))),
-        "trained_config": bool(is_ref or cfg in PTA_TRAIN_PROBS), "paper_config": cfg in META,
+        "trained_config": bool(is_ref or cfg in PTA_TRAIN_PROBS), "paper_config": cfg in SEED000_TABLES_3_4,
         "paper_acer": float(paper.get("acer", math.nan)), "paper_madds_m": float(paper.get("madds_m", math.nan)),
         "samples": [],
     }

@@ -29,7 +29,8 @@ from torch import nn
 from paperkit import results  # results also shows matplotlib figures as PNG
 from paperkit.batchnorm import training_calibration
 from paperkit.config_tree import ALL_CONFIGS, REFERENCE
-from paperkit.models.pta import (META, PTA_TRAIN_PROBS, PTAMobileNetV2, mobilenet_v2_baseline, parse_config,
+from paperkit.papers import SEED000_TABLES_3_4
+from paperkit.models.pta import (PTA_TRAIN_PROBS, PTAMobileNetV2, mobilenet_v2_baseline, parse_config,
                                  pta_mobilenet_v2)
 from paperkit.studies.branch_reports import (LATENCY_BACKEND, METRIC_KEYS, MODE_NAMES, SELECTION_SPLIT, BranchState,
                                              ScoreCache, best_under_budget, compare, complexity_by_config,
@@ -189,7 +190,7 @@ def _recorded_report(record: Mapping[str, Any], c: str, path: Path, run_dir: str
         row["bn"] = "n/a" if is_ref else "shared"
     row.setdefault("latency_backend", LATENCY_BACKEND)
     row.setdefault("dataset", "")
-    row.setdefault("paper_config", c in META)
+    row.setdefault("paper_config", c in SEED000_TABLES_3_4)
     row.setdefault("trained_config", bool(is_ref or c in PTA_TRAIN_PROBS))
     row["samples"] = []
     return row

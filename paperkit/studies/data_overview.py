@@ -2,8 +2,8 @@
 
 Cells: summary table (`summary_table`) -> grid of live and every attack type (`sample_grid`) -> mean
 log-magnitude spectrum of live vs spoof crops (`spectra_figure`, the cue seed 002's Fourier head relies on)
--> label histograms (`label_histograms`). Every function reads through `paperkit.data`, the same reader the
-training notebooks use, and works identically on real CelebA-Spoof and on the embedded synthetic set.
+-> label histograms (`label_histograms`). Every function reads through `paperkit.index` and `paperkit.data`, the
+same reader the training notebooks use, and works identically on real CelebA-Spoof and on the embedded synthetic set.
 """
 from __future__ import annotations
 
@@ -15,33 +15,30 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from paperkit import data, results
-
-ILLUMINATION = {0: "Live", 1: "Normal", 2: "Strong", 3: "Back", 4: "Dark"}
-ENVIRONMENT = {0: "Live", 1: "Indoor", 2: "Outdoor"}
+from paperkit import celeba, data, index, results
 
 
 def summary_table(root: str | os.PathLike) -> pd.DataFrame:
     """One row per split: label-file counts, one column per spoof type, and the problem counts."""
-    per = data.summary_by_split(root)
+    per = index.summary_by_split(root)
     types = sorted({int(t) for d in per.values() for t in d["spoof_types"]})
     rows = []
     for split, d in per.items():
         row: dict[str, Any] = {"dataset": results.dataset_label(root), "split": split, "images": d["images"],
                                "live": d["live"], "spoof": d["spoof"]}
         for t in types:
-            row[f"type_{t}_{data.SPOOF_TYPE_NAMES.get(t, t)}".replace(" ", "_")] = d["spoof_types"].get(str(t), 0)
+            row[f"type_{t}_{celeba.SPOOF_TYPE_NAMES.get(t, t)}".replace(" ", "_")] = d["spoof_types"].get(str(t), 0)
         row.update(d["problems"])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _all_samples(root: Path) -> list[data.Sample]:
-    return list(data.load_index(root, "train")) + list(data.load_index(root, "test"))
+def _all_samples(root: Path) -> list[index.Sample]:
+    return list(index.load_index(root, "train")) + list(index.load_index(root, "test"))
 
 
 def sample_grid(root: str | os.PathLike, size: int = 128, per_type: int = 6, seed: int = 0,
-                samples: Sequence[data.Sample] | None = None) -> plt.Figure:
+                samples: Sequence[index.Sample] | None = None) -> plt.Figure:
     """Face crops (exactly as the model gets them, without augmentation): one row for live and one per
     attack type present, ``per_type`` seeded picks per row, from different subjects where possible."""
     root = Path(root)
@@ -73,14 +70,14 @@ def sample_grid(root: str | os.PathLike, size: int = 128, per_type: int = 6, see
                 ax.imshow(ds.load_crop(picks[c]))
                 ax.set_title(f"{samples[picks[c]].split}/{samples[picks[c]].subject}", fontsize=6)
             if c == 0:
-                ax.set_ylabel(f"{t}: {data.SPOOF_TYPE_NAMES.get(t, t)}\n(n={len(idx)})", fontsize=8)
+                ax.set_ylabel(f"{t}: {celeba.SPOOF_TYPE_NAMES.get(t, t)}\n(n={len(idx)})", fontsize=8)
     fig.suptitle(f"Face crops at {size}x{size} - {results.dataset_label(root)}", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def mean_log_spectra(root: str | os.PathLike, size: int = 128, per_class: int = 256, seed: int = 0,
-                     samples: Sequence[data.Sample] | None = None) -> dict[str, np.ndarray]:
+                     samples: Sequence[index.Sample] | None = None) -> dict[str, np.ndarray]:
     """Mean centred log(1 + |FFT|) of grayscale face crops, per class (live / spoof), from the train split.
 
     Prints and screens add periodic structure (halftone dots, sub-pixel grids, moire) and remove some
@@ -88,7 +85,7 @@ def mean_log_spectra(root: str | os.PathLike, size: int = 128, per_class: int = 
     A Hann window is applied first, so the crop's non-periodic borders do not paint a bright cross
     through the spectrum that would hide the medium's own structure."""
     root = Path(root)
-    samples = list(samples) if samples is not None else list(data.load_index(root, "train"))
+    samples = list(samples) if samples is not None else list(index.load_index(root, "train"))
     ds = data.FaceDataset(root, samples, size=size)
     rng = np.random.default_rng([seed, 31337])
     out = {}
@@ -147,12 +144,13 @@ def label_frame(root: str | os.PathLike) -> pd.DataFrame:
     """One row per label-file entry that passes the label checks (both splits): split, live/spoof, spoof type,
     illumination, environment."""
     rows = []
-    for split in data.SPLITS:
-        for v in data.screen_labels(root, split, data.read_labels(root, split)).labels.values():
-            rows.append({"split": split, "class": "spoof" if v[43] else "live",
-                         "spoof_type": f"{v[40]} {data.SPOOF_TYPE_NAMES.get(v[40], '?')}",
-                         "illumination": f"{v[41]} {ILLUMINATION.get(v[41], '?')}",
-                         "environment": f"{v[42]} {ENVIRONMENT.get(v[42], '?')}"})
+    for split in celeba.SPLITS:
+        for v in index.screen_labels(root, split, celeba.read_labels(root, split)).labels.values():
+            stype, illum, env = v[celeba.SPOOF_TYPE], v[celeba.ILLUMINATION], v[celeba.ENVIRONMENT]
+            rows.append({"split": split, "class": "spoof" if v[celeba.LIVE_SPOOF] else "live",
+                         "spoof_type": f"{stype} {celeba.SPOOF_TYPE_NAMES.get(stype, '?')}",
+                         "illumination": f"{illum} {celeba.ILLUMINATION_NAMES.get(illum, '?')}",
+                         "environment": f"{env} {celeba.ENVIRONMENT_NAMES.get(env, '?')}"})
     return pd.DataFrame(rows)
 
 
@@ -164,7 +162,7 @@ def label_histograms(root: str | os.PathLike) -> plt.Figure:
     fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.8))
     for ax, col in zip(axes, cols):
         order = sorted(df[col].unique(), key=lambda s: (len(s.split()[0]), s))
-        sns.countplot(data=df, y=col, hue="split", order=order, hue_order=list(data.SPLITS), ax=ax)
+        sns.countplot(data=df, y=col, hue="split", order=order, hue_order=list(celeba.SPLITS), ax=ax)
         ax.set_title(col.replace("_", " "), fontsize=10)
         ax.set_ylabel("")
     fig.suptitle(f"Label histograms - {results.dataset_label(root)}", fontsize=10)

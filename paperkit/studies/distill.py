@@ -60,7 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from paperkit import quiet
-from paperkit import data, metrics, results, stats, train
+from paperkit import data, index, metrics, results, stats, train
 from paperkit import batchnorm as bn_tools
 from paperkit import device as devices
 from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, reduced_focal_loss, soft_weight
@@ -73,6 +73,7 @@ from paperkit.models.teacher import (
     save_teacher,
     teacher_net,
 )
+from paperkit.papers import SEED003
 from paperkit.profiles import Profile, get_profile, resolve_seeds
 from paperkit.studies.common import open_data
 
@@ -185,7 +186,7 @@ def _check_grid(grid: Any) -> tuple[tuple[float, float], ...]:
     return pairs
 
 
-def make_pool(samples: Sequence[data.Sample], fraction: float, seed: int) -> Pool | None:
+def make_pool(samples: Sequence[index.Sample], fraction: float, seed: int) -> Pool | None:
     """Withhold the labels of a seeded fraction of the training *subjects* (a subject's images go together,
     like the train/val split). None when fraction is 0 or there are too few subjects."""
     if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
@@ -227,7 +228,7 @@ def setup(profile: str | Profile = "default", data_root: str | None = "", run_di
     root, loaders = d.root, d.loaders
     cue_file = root / "metas" / "paperkit" / "attack_cues.json"
     source = str(cue_file) if cue_file.is_file() else \
-        "derived from CelebA-Spoof labels (paperkit.data.derived_cues)"
+        "derived from CelebA-Spoof labels (paperkit.celeba.derived_cues)"
     all_samples = [s for k in ("train", "val", "test") for s in loaders[k].dataset.samples]
     counts = check_cues_agree(all_samples, source=source)
     counts["source"] = source  # type: ignore[assignment]
@@ -1085,14 +1086,15 @@ def swap_targets(swap: pd.DataFrame) -> pd.DataFrame:
         r = t.loc[m]
         who = r.get("judged_for", "")
         rows.append(("student < 1 M parameters", m, who, f"{r.params_m:.3f} M", math.nan, math.nan,
-                     stats.HOLDS if r.params_m < 1.0 else stats.FAILS))
+                     stats.HOLDS if r.params_m < SEED003["student_params_m"] else stats.FAILS))
         for col, label in (("speedup_vs_teacher", ">= 7x faster than the teacher (ORT FP32)"),
                            ("speedup_int8_vs_teacher_fp32", ">= 7x faster (student INT8 vs teacher FP32)")):
             rows.append((label, m, who, f"{r[col]:.2f}x", r[f"{col}_ci_low"], r[f"{col}_ci_high"],
-                         stats.verdict(r[f"{col}_ci_low"], r[f"{col}_ci_high"], 7.0, "at_least")))
+                         stats.verdict(r[f"{col}_ci_low"], r[f"{col}_ci_high"], SEED003["speedup"], "at_least")))
         rows.append((">= 99% of the teacher's accuracy", m, who, f"{r.accuracy_vs_teacher:.2f}%",
                      r.accuracy_vs_teacher_ci_low, r.accuracy_vs_teacher_ci_high,
-                     stats.verdict(r.accuracy_vs_teacher_ci_low, r.accuracy_vs_teacher_ci_high, 99.0, "at_least")))
+                     stats.verdict(r.accuracy_vs_teacher_ci_low, r.accuracy_vs_teacher_ci_high,
+                                   100 * SEED003["accuracy_ratio"], "at_least")))
         if "acer_minus_alone" in r and pd.notna(r.acer_minus_alone):
             rows.append(("distilled ACER <= student-alone ACER", m, who, f"{r.acer_minus_alone:+.2f} points",
                          r.acer_minus_alone_ci_low, r.acer_minus_alone_ci_high,

@@ -39,8 +39,9 @@ from paperkit import complexity, results, stats
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, SharedStatsStore, bn_buffers, load_bn_buffers,
                                 recalibrate_bn, training_calibration, weights_fingerprint)
 from paperkit.config_tree import staged_bn_states, staged_scores
-from paperkit.models.pta import (CONFIGS, META, PAPER_TRAINING, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
+from paperkit.models.pta import (CONFIGS, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
                                  parse_config, pta_mobilenet_v2)
+from paperkit.papers import SEED000_TABLE5, SEED000_TABLES_3_4
 from paperkit.profiles import Profile, get_profile, resolve_seeds
 from paperkit.studies.pta_training import (STEP_TIMING_STEPS, VALIDATION_CONFIG, PTAFitHooks, step_timing,
                                            warm_up)
@@ -227,7 +228,7 @@ def _require_run(study: Study, seed: int | None = None) -> SeedRun:
 
 
 def _paper(config: str, keys: tuple[str, ...]) -> dict[str, float]:
-    return {f"paper_{k}": META[config][k] for k in keys}
+    return {f"paper_{k}": SEED000_TABLES_3_4[config][k] for k in keys}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ def table4(study: Study | None = None, profile: str | Profile = "default") -> pd
                                                            exporter=exporter, bn_states=bn_states))
     df = comp.merge(lat, on="config", how="left")
     for k in ("params_m", "madds_m", "latency_sd845_ms", "latency_sd800_ms", "rel_latency"):
-        df[f"paper_{k}"] = [META[c][k] for c in df["config"]]
+        df[f"paper_{k}"] = [SEED000_TABLES_3_4[c][k] for c in df["config"]]
     df["input_size"] = 128
     df["threads"] = 1
     df["onnx_exporter"] = exporter
@@ -479,9 +480,9 @@ def table5(study: Study) -> pd.DataFrame:
                 "rel_step_time_ci_high": np.nan if is_ref else step_iv.high,
                 "timing_rounds": rounds, "timing_steps_per_round": STEP_TIMING_STEPS,
                 "dataset": study.dataset,
-                **{f"paper_{k}": v for k, v in PAPER_TRAINING[name].items()},
-                "paper_rel_epoch_time": PAPER_TRAINING[name]["epoch_time_min"]
-                / PAPER_TRAINING["MobileNetV2"]["epoch_time_min"]})
+                **{f"paper_{k}": v for k, v in SEED000_TABLE5[name].items()},
+                "paper_rel_epoch_time": SEED000_TABLE5[name]["epoch_time_min"]
+                / SEED000_TABLE5["MobileNetV2"]["epoch_time_min"]})
     df = pd.DataFrame(rows)
     metric_cols = [c for c in df.columns if c not in ("model", "seed", "bn", "best_acer_config", "dataset")]
     df = stats.across_seeds(df, ["model"], metric_cols)

@@ -25,6 +25,7 @@ from torch import nn
 
 from paperkit import export, fourier, metrics, quiet, results
 from paperkit.models.texture import TextureNet, texture_net
+from paperkit.papers import SEED002
 from paperkit.profiles import Profile
 
 NOTEBOOK = "02_fourier_texture"
@@ -35,7 +36,6 @@ BASELINE = "mobilenet_v2_nopta/fp32"           # latency reference candidate
 FP32_NAME, INT8_NAME = "texture_fp32.onnx", "texture_int8.onnx"
 PREDICTIONS = "texture"                        # run_dir/predictions/texture.csv.gz
 BOOT_SEED = 0                                  # one bootstrap stream for every row: intervals are comparable
-SEED_002 = {"accuracy": 98.0, "size_kb": 600.0, "latency_ms": 20.0}   # as reported (CelebA-Spoof, i7 2nd gen)
 
 Key = tuple[str, str, int]                     # (model, format, seed)
 
@@ -484,17 +484,17 @@ def summary(study: Study) -> pd.DataFrame:
     sd = study.seed
     size = float(s0.loc[("texture", "int8", "fixed_0.5"), "size_kb"])
     rows = [
-        ("INT8 file size (KB)", (size, np.nan, np.nan), "<= 600", SEED_002["size_kb"]),
+        ("INT8 file size (KB)", (size, np.nan, np.nan), "<= 600", SEED002["size_kb"]),
         ("ACER FP32 (%)", cell("texture", "fp32", "acer"), "", None),
         ("ACER INT8 (%)", cell("texture", "int8", "acer"), "", None),
         ("ACER INT8 at the val-EER threshold (%)", cell("texture", "int8", "acer", "val_eer"), "", None),
         ("ACER INT8 - FP32 (points, paired)", paired(("texture", "int8", sd), ("texture", "fp32", sd)),
          "within +-0.5", None),
         ("FP32 vs INT8 label agreement (%)", (float(ag0.loc["texture", "label_agreement"]), np.nan, np.nan), "", None),
-        ("accuracy INT8 (%)", cell("texture", "int8", "accuracy"), "", SEED_002["accuracy"]),
+        ("accuracy INT8 (%)", cell("texture", "int8", "accuracy"), "", SEED002["accuracy"]),
         ("INT8 latency / FP32 No-PTA MobileNetV2 ONNX", cell("texture", "int8", "rel_latency"), "<= 0.35", None),
         ("FP32 latency / FP32 No-PTA MobileNetV2 ONNX", cell("texture", "fp32", "rel_latency"), "", None),
-        ("INT8 latency (ms, batch 1, 1 thread)", cell("texture", "int8", "latency_ms"), "< 20", SEED_002["latency_ms"]),
+        ("INT8 latency (ms, batch 1, 1 thread)", cell("texture", "int8", "latency_ms"), "< 20", SEED002["latency_ms"]),
         ("ablation: ACER without Fourier loss, FP32 (%)", cell("texture_no_fourier", "fp32", "acer"), "", None),
         ("ablation: ACER with - without, FP32 (points, paired)",
          paired(("texture", "fp32", sd), ("texture_no_fourier", "fp32", sd)), "< 0 = Fourier helps", None),
