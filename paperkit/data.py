@@ -89,6 +89,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from paperkit import device as devices
+from paperkit.cues import CUE_NAMES
 
 # OpenCV's own thread pool does not survive fork(): a DataLoader worker forked from a process whose pool
 # has run deadlocks in its first cv2 call. DataLoader workers give the parallelism, so keep OpenCV serial.
@@ -109,7 +110,6 @@ SPLITS = ("train", "test")
 PROBLEM_KEYS = ("missing_bb", "empty_bb", "negative_bb", "tiny_bb", "unreadable_image", "missing_image",
                 "label_conflict", "bad_spoof_type", "split_overlap")
 LABEL_PROBLEM_KEYS = ("bad_spoof_type", "label_conflict", "split_overlap")   # decided from the label files
-CUE_NAMES = ("print", "screen", "moire", "glare", "cutout", "paper_texture", "low_quality")
 SPOOF_TYPE_NAMES = {0: "Live", 1: "Photo", 2: "Poster", 3: "A4", 4: "Face Mask", 5: "Upper Body Mask",
                     6: "Region Mask", 7: "PC", 8: "Pad", 9: "Phone", 10: "3D Mask"}
 PRINT_TYPES = frozenset({1, 2, 3})   # CelebA-Spoof codes that are prints -> cue "print" on real data
