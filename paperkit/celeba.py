@@ -63,6 +63,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from paperkit.cues import CUE_NAMES   # attack cues of the distillation study (metas/paperkit/attack_cues.json)
+
 # ---------------------------------------------------------------------------------------- label vector
 # Positions in the 44-integer label of ``*_label.json`` (0-39 are the CelebA face attributes, unused here).
 SPOOF_TYPE = 40                # 0 = live, 1-10 = attack type (SPOOF_TYPE_NAMES)
@@ -79,8 +81,6 @@ PRINT_TYPES = frozenset({1, 2, 3})   # CelebA-Spoof codes that are prints -> cue
 SCREEN_TYPES = frozenset({7, 8, 9})  # replay on PC / pad / phone -> cue "screen" on real data
 MASK_TYPES = frozenset({4, 5, 6})    # face / upper-body / region paper masks -> cue "cutout"
 DARK = 4                             # CelebA-Spoof illumination code for dark scenes
-# Attack cues of the distillation study (metas/paperkit/attack_cues.json, or derived_cues on real data)
-CUE_NAMES = ("print", "screen", "moire", "glare", "cutout", "paper_texture", "low_quality")
 
 # ---------------------------------------------------------------------------------------- layout
 SPLITS = ("train", "test")

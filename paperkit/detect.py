@@ -211,8 +211,8 @@ def cnn_raw(img: np.ndarray) -> RawHits:
 
 
 def haar_boxes(image_rgb: np.ndarray, pad_fraction: float = 0.0) -> list[tuple[int, int, int, int]]:
-    """Frontal faces (x, y, w, h), largest first, with OpenCV's bundled Haar cascade (the previous finder,
-    `paperkit.faces.find_faces`): a copy at most 640 px on its long side, histogram-equalised."""
+    """Frontal faces (x, y, w, h), largest first, with OpenCV's bundled Haar cascade (the previous finder, and
+    the one `synth --faces` places photos by): a copy at most 640 px on its long side, histogram-equalised."""
     return [b for b, _ in _haar_hits(as_uint8_rgb(image_rgb), pad_fraction)]
 
 

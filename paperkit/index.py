@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from paperkit.celeba import (BB_FRAME, CUE_NAMES, ENVIRONMENT, ILLUMINATION, LABEL_PROBLEM_KEYS, LIVE_SPOOF,
+from paperkit.cues import CUE_NAMES
+from paperkit.celeba import (BB_FRAME, ENVIRONMENT, ILLUMINATION, LABEL_PROBLEM_KEYS, LIVE_SPOOF,
                              PROBLEM_KEYS, SPLITS, SPOOF_TYPE, SPOOF_TYPE_NAMES, DatasetError, bb_path, box_to_pixels,
                              check_root, derived_cues, key_folder, key_subject, label_file, read_box, read_labels,
                              side_cues, side_samples)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import GOOD_BB
-from paperkit import augment, celeba, data, index
+from paperkit import augment, celeba, cues, data, index
 from paperkit.profiles import get_profile
 
 
@@ -84,7 +84,7 @@ def test_without_side_files_cues_are_derived_and_video_defaults(tiny_celeba_buil
 
 
 def test_derived_cue_mapping_for_real_celeba_spoof():
-    names = celeba.CUE_NAMES
+    names = cues.CUE_NAMES
     # live: no medium cue; image quality is not labelled, so unknown rather than 0
     assert celeba.derived_cues(0, 0, 0) == (0,) * 6 + (-1,)
     photo = dict(zip(names, celeba.derived_cues(1, 1, 1)))

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from paperkit import detect, faces
+from paperkit import detect
+from paperkit.synth import identity, person
 
 ASTRONAUT_FACE = (168, 73, 109, 109)  # dlib HOG's box on skimage's astronaut (x, y, w, h)
 
@@ -80,14 +81,10 @@ def test_rejects_unknown_detector_and_odd_images() -> None:
     assert detect.as_uint8_rgb(np.zeros((8, 8, 4), np.uint8)).shape == (8, 8, 3)
 
 
-def test_faces_find_faces_is_still_the_haar_finder(astronaut: np.ndarray) -> None:
-    assert faces.find_faces(astronaut) == detect.haar_boxes(astronaut) != []
-
-
 def test_synthetic_face_is_found_where_its_bb_says() -> None:
     """A rendered dataset face: the detector's converted box lands on the stored _BB.txt box."""
     r = np.random.default_rng(3)
-    rgb, alpha, box, _ = faces.render_person(faces.make_identity(0, 3), faces.Pose(), 224, r)
+    rgb, alpha, box, _ = person.render_person(identity.make_identity(0, 3), identity.Pose(), 224, r)
     img = (np.clip(rgb * alpha[..., None] + 0.55 * (1 - alpha[..., None]), 0, 1) * 255).astype(np.uint8)
     found = detect.detect(img)
     assert found, "no face in a frontal synthetic render"

@@ -1,4 +1,4 @@
-"""Tests for the embedded dataset generator (paperkit.synth) and the face helpers (paperkit.faces).
+"""Tests for the embedded dataset generator (paperkit.synth): the tree, its labels, the renderer.
 
 Kept fast: a profile smaller than `smoke` (4 identities) except one smoke build shared by most checks.
 """
@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paperkit import faces, synth
+from paperkit import detect, synth
+from paperkit.cues import CUE_NAMES
 from paperkit.profiles import get_profile
+from paperkit.synth import builder, frame, identity, person
 
 TINY = get_profile("smoke", synth_identities=5, synth_live_per_identity=2, synth_spoof_per_identity=3,
                    synth_image_size=96)
@@ -78,7 +80,7 @@ def test_subject_disjoint_and_side_files(smoke_root: Path) -> None:
     assert subj(tr) and subj(te) and not subj(tr) & subj(te)
     assert len(subj(te)) == round(get_profile("smoke").synth_test_fraction * get_profile("smoke").synth_identities)
     cues = json.loads((smoke_root / "metas/paperkit/attack_cues.json").read_text())
-    assert cues["cues"] == synth.CUES
+    assert cues["cues"] == list(CUE_NAMES)
     samples = json.loads((smoke_root / "metas/paperkit/samples.json").read_text())
     allv = {**tr, **te}
     assert set(cues["labels"]) == set(allv) == set(samples)
@@ -109,6 +111,13 @@ def test_subject_disjoint_and_side_files(smoke_root: Path) -> None:
     assert meta["version"] == synth.VERSION
 
 
+def test_cues_are_set_by_name() -> None:
+    assert frame.cue_vector({"print": 1, "cutout": 1, "low_quality": 1}) == [1, 0, 0, 0, 1, 0, 1]
+    assert frame.cue_vector({}) == [0] * len(CUE_NAMES)
+    with pytest.raises(KeyError, match="unknown attack cue"):
+        frame.cue_vector({"halftone": 1})
+
+
 def test_deterministic(tmp_path: Path) -> None:
     a = synth.build(tmp_path / "a", profile=TINY, seed=3, progress=False)
     b = synth.build(tmp_path / "b", profile=TINY, seed=3, progress=False)
@@ -136,7 +145,7 @@ def test_refuses_nonempty_out(tmp_path: Path) -> None:
 
 def test_default_root_caches(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PAPERKIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(synth, "get_profile", lambda name, **kw: TINY)
+    monkeypatch.setattr(builder, "get_profile", lambda name, **kw: TINY)
     r1 = synth.default_root("smoke", seed=2)
     assert r1.name.startswith(f"synth-v{synth.VERSION}-smoke-s2-") and (r1 / synth.MARKER).is_file()
     stamp = (r1 / synth.MARKER).stat().st_mtime_ns
@@ -146,10 +155,10 @@ def test_default_root_caches(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_renderer_and_haar() -> None:
-    ident = faces.make_identity(0, 1)
-    assert ident == faces.make_identity(0, 1)
+    ident = identity.make_identity(0, 1)
+    assert ident == identity.make_identity(0, 1)
     r = np.random.default_rng(0)
-    rgb, alpha, box, marks = faces.render_person(ident, faces.random_pose(r), 128, r)
+    rgb, alpha, box, marks = person.render_person(ident, identity.random_pose(r), 128, r)
     assert rgb.shape == (128, 128, 3) and alpha.shape == (128, 128)
     x, y, w, h = box
     assert 0 < x < 128 and 0 < y < 128 and 20 < w < 100
@@ -158,7 +167,7 @@ def test_renderer_and_haar() -> None:
     patch = rgb[cy - 3:cy + 3, cx + 8:cx + 14, 1]
     assert patch.std() > 0.005
     from skimage import data
-    found = faces.find_faces(data.astronaut())
+    found = detect.haar_boxes(data.astronaut())  # the finder `--faces` uses
     x, y, w, h = found[0]  # her face: about (177, 67, 93, 93) in the 512 px photo
     assert 60 < w < 200 and 150 < x + w / 2 < 300 and 60 < y + h / 2 < 200
 

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from paperkit.cues import CUE_NAMES
 from paperkit.registry import MODELS
 
-CUE_NAMES: tuple[str, ...] = ("print", "screen", "moire", "glare", "cutout", "paper_texture", "low_quality")
 DATA_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)   # = paperkit.data.MEAN (data contract)
 DATA_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)    # = paperkit.data.STD
 BACKBONE_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {

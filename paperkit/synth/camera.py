@@ -1,0 +1,95 @@
+"""The camera every image goes through, live or spoof: where the object lands in the frame (homographies),
+lens blur, the sensor back-end (white balance, vignetting, noise, tone) and JPEG encoding.
+
+One camera model for both classes, so what separates them is the medium, not the pipeline.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from .noise import bank_slice
+
+LIVE_OVERSCAN = 1.1  # scenes are captured slightly zoomed so rotation never shows the canvas edge
+
+
+@lru_cache(maxsize=8)
+def _vignette(n: int) -> np.ndarray:
+    """Squared distance from the frame centre, normalised: the vignetting profile."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    d = ((xx - n / 2) ** 2 + (yy - n / 2) ** 2) / (n * n / 2)
+    return d
+
+
+def capture(frame: np.ndarray, cam: dict, r: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """The shared camera back-end: white balance, tone, vignetting, sensor noise, 8-bit quantisation.
+
+    Geometry and optical blur happen before (they depend on where the object is); this part is
+    identical for every image. Returns (uint8 RGB, jpeg quality, sampling factor) for encoding.
+    """
+    n = frame.shape[0]
+    x = frame * (np.array(cam["wb"], np.float32) * cam["exposure"])
+    x *= (1 - cam["vignette"] * _vignette(n))[..., None]
+    x = np.clip(x, 0, 1.5)
+    # Poisson-Gaussian sensor noise, in a mildly correlated (demosaiced) form
+    sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * cam["iso"]
+    noise = bank_slice("white3", r, n, n)
+    x = x + sig * noise
+    # tone curve (S-shaped contrast) and gamma-ish compression of highlights
+    x = np.clip(x, 0, 1)
+    x = 0.5 + (x - 0.5) * cam["contrast"]
+    out = np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out, cam["jpeg"], cam["sampling"]
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int, sampling: int) -> bytes:
+    """Baseline JPEG with fixed parameters (no optimisation pass, no progressive scan): same bytes every run."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, 0,
+              cv2.IMWRITE_JPEG_PROGRESSIVE, 0, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, int(sampling)]
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG; check the opencv-python-headless install")
+    return buf.tobytes()
+
+
+def homography(n_src: int, n_out: int, coverage: float, cx: float, cy: float, roll_deg: float,
+               tilt: tuple[float, float], jitter: np.ndarray) -> np.ndarray:
+    """Map a square plane of n_src px to the output frame: it covers `coverage` of the frame width,
+    centred at (cx, cy) (fractions), rotated by roll, with perspective tilt and corner jitter (fractions)."""
+    half = coverage * n_out / 2
+    src = np.array([[0, 0], [n_src, 0], [n_src, n_src], [0, n_src]], np.float32)
+    base = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32)
+    tx, ty = tilt
+    # perspective: one side nearer (bigger) than the other
+    base = base * np.array([[1 + ty * b[1] * 0.5 + 0.0, 1 + tx * b[0] * 0.5] for b in base], np.float32)
+    a = math.radians(roll_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], np.float32)
+    dst = base @ rot.T * half + np.array([cx * n_out, cy * n_out], np.float32) + jitter.astype(np.float32) * n_out
+    return cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+
+
+def warp_box(box: Iterable[float], h: np.ndarray) -> tuple[float, float, float, float]:
+    """Axis-aligned box of a warped face box, shrunk halfway back toward the original size (a face
+    detector's box stays face-sized under rotation)."""
+    x, y, w, hh = box
+    pts = np.array([[[x, y]], [[x + w, y]], [[x, y + hh]], [[x + w, y + hh]], [[x + w / 2, y + hh / 2]]], np.float32)
+    q = cv2.perspectiveTransform(pts, h.astype(np.float64)).reshape(-1, 2)
+    x0, y0 = q[:4].min(0)
+    x1, y1 = q[:4].max(0)
+    sc = math.sqrt(abs(np.linalg.det(h[:2, :2] / h[2, 2])))
+    tw, th = w * sc, hh * sc
+    bw, bh = x1 - x0, y1 - y0
+    nw, nh = (bw + tw) / 2, (bh + th) / 2
+    cx, cy = q[4]
+    return float(cx - nw / 2), float(cy - nh / 2), float(nw), float(nh)
+
+
+def lens_blur(frame: np.ndarray, sigma: float) -> np.ndarray:
+    """The optics' Gaussian blur, the same for every capture (skipped when it would not show)."""
+    if sigma > 0.3:
+        return cv2.GaussianBlur(frame, (0, 0), sigma)
+    return frame

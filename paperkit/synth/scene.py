@@ -1,0 +1,97 @@
+"""The bona fide scene in front of the camera, before any medium or capture: a rendered person over a
+background crop, or one of the user's own photos (``--faces``) placed where a rendered face would be.
+
+Which source a process uses is set once per process (:func:`init_worker`, the pool initializer), so jobs
+stay small when they travel to the workers.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from . import backgrounds
+from .identity import Identity, Pose, make_identity
+from .person import Marks, render_person
+from .photos import PhotoFace
+
+Scene = tuple[np.ndarray, np.ndarray, tuple, Marks, list[int] | None]  # rgb, alpha, box, marks, attributes
+
+
+class _Sources:
+    """Per-process identity source, set by the pool initializer (user photos) or empty (rendered)."""
+    photos: list[list[PhotoFace]] | None = None
+
+
+def init_worker(photos: list[list[PhotoFace]] | None) -> None:
+    """Pool initializer (and the in-process equivalent): serial OpenCV, and this process's photos."""
+    cv2.setNumThreads(1)
+    _Sources.photos = photos
+
+
+@contextmanager
+def in_process(photos: list[list[PhotoFace]] | None) -> Iterator[None]:
+    """This process renders a build's jobs itself (no pool); the previous source is restored after."""
+    prev = _Sources.photos
+    init_worker(photos)
+    try:
+        yield
+    finally:
+        _Sources.photos = prev
+
+
+@lru_cache(maxsize=256)
+def _identity(seed: int, subject: int) -> Identity:
+    return make_identity(seed, subject)
+
+
+def render_subject(seed: int, subject: int, pose: Pose, bg: dict, n: int, r: np.random.Generator,
+                   lighting: dict) -> Scene:
+    """A bona fide scene (person over background) before the camera: rgb, alpha, box, marks, attrs.
+
+    Attributes are the 40 CelebA bits of a rendered identity, None for a user's photo (unknown)."""
+    if _Sources.photos is None:
+        return _rendered_scene(seed, subject, pose, bg, n, r, lighting)
+    return _photo_scene(_Sources.photos[subject], pose, n, r, lighting)
+
+
+def _rendered_scene(seed: int, subject: int, pose: Pose, bg: dict, n: int, r: np.random.Generator,
+                    lighting: dict) -> Scene:
+    ident = _identity(seed, subject)
+    p = Pose(**{**asdict(pose), "light": pose.light * lighting["face"], "ambient": pose.ambient * lighting["face"]})
+    person, alpha, box, marks = render_person(ident, p, n, r)
+    back = backgrounds.crop(bg["idx"], n, bg["zoom"], bg["cx"], bg["cy"], bg["flip"], bg["blur"]) * lighting["bg"]
+    a = alpha[..., None]
+    scene = (person * a + back * (1 - a)) * np.array(pose.tint, np.float32)
+    attrs = ident.attributes(pose.smile > 0.5, pose.mouth_open > 0.3, False)
+    return scene, alpha, box, marks, attrs
+
+
+def _photo_scene(shots: list[PhotoFace], pose: Pose, n: int, r: np.random.Generator, lighting: dict) -> Scene:
+    """One of the identity's photos, scaled and shifted so its Haar face box sits where a rendered face
+    would (randomly mirrored); the face ellipse and body below it stand in for the person's alpha."""
+    ph = shots[int(r.integers(len(shots)))]
+    x, y, w, h = ph.box
+    face_w = 2.0 * pose.scale * n
+    sc = face_w / (w * 0.95)
+    fcx, fcy = x + w / 2, y + h * 0.55
+    flip = bool(r.random() < 0.5)
+    m = np.array([[sc, 0, pose.cx * n - fcx * sc], [0, sc, pose.cy * n - fcy * sc]], np.float64)
+    if flip:
+        m = np.array([[-1, 0, n - 1], [0, 1, 0]], np.float64) @ np.vstack([m, [0, 0, 1]])
+    scene = cv2.warpAffine(ph.rgb, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    scene = np.power(np.clip(scene, 0, 1), lighting["gamma"]) * lighting["face"]
+    bx = pose.cx * n - w * sc / 2
+    by = pose.cy * n - h * sc * 0.55
+    box = (bx, by, w * sc, h * sc)
+    cx, cy, rx, ry = pose.cx * n, pose.cy * n, w * sc * 0.45, h * sc * 0.62
+    marks = Marks(eyes=((cx - rx * 0.42, cy - ry * 0.2), (cx + rx * 0.42, cy - ry * 0.2)),
+                  mouth=(cx, cy + ry * 0.52), eye_r=rx * 0.25, mouth_r=(rx * 0.4, ry * 0.15), face=(cx, cy, rx, ry))
+    alpha = np.zeros((n, n), np.float32)
+    cv2.ellipse(alpha, (int(cx), int(cy)), (int(rx * 1.25), int(ry * 1.25)), 0, 0, 360, 1.0, -1)
+    cv2.ellipse(alpha, (int(cx), int(cy + ry * 2.4)), (int(rx * 2.8), int(ry * 1.4)), 0, 0, 360, 1.0, -1)
+    return scene, alpha, box, marks, None
