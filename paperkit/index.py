@@ -40,7 +40,8 @@ from paperkit.celeba import (BB_FRAME, ENVIRONMENT, ILLUMINATION, LABEL_PROBLEM_
 log = logging.getLogger("paperkit.data")
 
 MAX_PIXELS = 50_000_000        # header-declared pixel limit (decompression-bomb guard)
-READER_VERSION = 1             # bump when what the index or a crop holds changes: every cache is rebuilt
+READER_VERSION = 2             # bump when what the index or a crop holds changes: every cache is rebuilt
+                               # (2: Sample moved from paperkit.data to paperkit.index; old pickles name it)
 POOL_MIN = 256                 # fewer entries than this are probed / cropped in-process (no pool start-up)
 
 
