@@ -150,7 +150,7 @@ def fake_study(tmp_path_factory: pytest.TempPathFactory):
     import pandas as pd
 
     from paperkit.profiles import get_profile
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     run = tmp_path_factory.mktemp("run")
     prof = get_profile("smoke")
@@ -214,7 +214,7 @@ def test_predictions_cover_every_model_format_split(fake_study) -> None:
 
 
 def test_latency_table_intervals_and_ratio(fake_study) -> None:
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     lat = fake_study.tables["latency"].set_index("candidate")
     assert lat.loc[tx.BASELINE, "rel_latency"] == pytest.approx(1.0)
@@ -226,7 +226,7 @@ def test_latency_table_intervals_and_ratio(fake_study) -> None:
 
 
 def test_agreement_and_summary_carry_paired_intervals(fake_study) -> None:
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     ag = fake_study.tables["agreement"]
     assert set(ag["model"]) == set(tx.MODELS)
@@ -240,7 +240,7 @@ def test_agreement_and_summary_carry_paired_intervals(fake_study) -> None:
 def test_across_seeds_rows_when_more_than_one_seed(fake_study) -> None:
     import pandas as pd
 
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     d = fake_study.tables["deploy"]
     two = pd.concat([d, d.assign(seed=1, acer=d["acer"] + 1.0)], ignore_index=True)
@@ -253,7 +253,7 @@ def test_across_seeds_rows_when_more_than_one_seed(fake_study) -> None:
 
 
 def test_checkpoint_and_file_names_include_the_seed(fake_study) -> None:
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     assert tx.checkpoint_name("texture", "smoke", 2) == "02_texture_smoke_s2"
     assert tx.onnx_path(fake_study, "texture", "int8", 0).relative_to(fake_study.run_dir).as_posix() \
@@ -264,7 +264,7 @@ def test_checkpoint_and_file_names_include_the_seed(fake_study) -> None:
 
 def test_across_seeds_in_deploy_table_skips_interval_bounds(fake_study, monkeypatch) -> None:
     """With two seeds the deploy table gains mean/std rows of the point metrics, not of CI bounds."""
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     st = fake_study
     monkeypatch.setattr(st, "seeds", (0, 1))
