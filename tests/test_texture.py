@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from paperkit import fourier
+from paperkit.losses import fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.registry import MODELS
 
@@ -116,16 +117,16 @@ def test_fourier_loss_trains_the_head() -> None:
     m = texture_net().train()
     x = torch.randn(4, 3, 64, 64)
     y = torch.tensor([0, 1, 0, 1])
-    loss_fn = fourier.fourier_loss_fn(weight=2.0)
+    loss_fn = fourier_loss_fn(weight=2.0)
     loss, logits = loss_fn(m, x, y, torch.full((4, 7), -1))
     assert logits.shape == (4, 2) and loss.dim() == 0
     loss.backward()
     assert m.fourier_head[0][0].weight.grad is not None
     assert m.fourier_head[0][0].weight.grad.abs().sum() > 0
-    ce_only, _ = fourier.fourier_loss_fn(weight=0.0)(m, x, y, None)
+    ce_only, _ = fourier_loss_fn(weight=0.0)(m, x, y, None)
     assert loss.item() > ce_only.item()
     with pytest.raises(ValueError):
-        fourier.fourier_loss_fn(-1.0)
+        fourier_loss_fn(-1.0)
 
 
 

@@ -23,6 +23,7 @@ import torch
 
 from paperkit import deploy as deployment   # `deploy(study)` below is this notebook's deployment cell
 from paperkit import fourier, metrics, quiet, results
+from paperkit.losses import fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.profiles import Profile
 
@@ -88,9 +89,9 @@ def method(study: Study) -> pd.DataFrame:
     rows = [
         ("model builder", "paperkit.models.texture.texture_net(num_classes=2)",
          f"{texture_net().deploy_parameters() / 1e6:.3f} M parameters at inference (Fourier head is training-only)"),
-        ("Fourier loss", f"paperkit.fourier.fourier_loss_fn(weight={p.fourier_weight})",
+        ("Fourier loss", f"paperkit.losses.fourier_loss_fn(weight={p.fourier_weight})",
          "CE + weight * MSE(predicted, target log|FFT| of the same augmented batch)"),
-        ("ablation loss", "cross-entropy only (paperkit.train.cross_entropy_loss)",
+        ("ablation loss", "cross-entropy only (paperkit.losses.cross_entropy_loss)",
          "same seed -> same initial weights, batches and augmentations"),
         ("budget", f"{p.texture_epochs} epochs, Adam lr {p.texture_lr}, batch {p.batch_size}, "
                    f"input {p.input_size}px", "best epoch by validation ACER"),
@@ -126,7 +127,7 @@ def train(study: Study, progress: bool = True) -> pd.DataFrame:
     from paperkit.train import fit
 
     prof = study.profile
-    loss_fns = {"texture": fourier.fourier_loss_fn(prof.fourier_weight), "texture_no_fourier": None}
+    loss_fns = {"texture": fourier_loss_fn(prof.fourier_weight), "texture_no_fourier": None}
     frames = []
     for seed in study.seeds:
         for key in MODELS:
