@@ -363,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     """Train a registered model from the command line; the entry point for torchrun/DDP users."""
     from . import data, profiles
     from .registry import MODELS
-    from .models import pta  # noqa: F401  (registers the PTA builders)
 
     ap = argparse.ArgumentParser(prog="python -m paperkit.train", description=main.__doc__)
     ap.add_argument("--model", default="pta_mobilenet_v2", help="registered model name")

@@ -198,3 +198,14 @@ def test_feature_cache_trunk_matches_the_teacher_and_a_miss_is_computed_not_drop
         logits = cache.teacher_logits(t.head, x)
         torch.testing.assert_close(logits, t(x), rtol=1e-3, atol=1e-4)
     assert cache.lookups == {"hit": 0, "miss": 1}
+
+
+def test_students_are_built_from_the_registry_and_errors_list_what_exists() -> None:
+    from paperkit import registry
+
+    assert registry.STUDENTS.names() == ["pta_mobilenet_v2", "texture_net"]
+    assert {"pta_mobilenet_v2", "mobilenet_v2_baseline", "texture_net", "teacher"} <= set(registry.MODELS.names())
+    a, b = distillation.build_student("pta_mobilenet_v2", 3), distillation.build_student("pta_mobilenet_v2", 3)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))  # same seed
+    with pytest.raises(KeyError, match=r"registered: \['pta_mobilenet_v2', 'texture_net'\]"):
+        registry.STUDENTS.get("resnet")

@@ -41,7 +41,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,9 +49,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from paperkit import data, results, stats, train
+from paperkit import data, registry, results, stats, train
 from paperkit import device as devices
 from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, soft_weight
+from paperkit.models.students import STUDENT_WIDTH
 from paperkit.models.teacher import Teacher, check_cues_agree, count_params
 from paperkit.profiles import Profile, get_profile, resolve_seeds
 from paperkit.studies.common import open_data
@@ -79,7 +80,6 @@ KD_GRID_EPOCHS = 1                 # short runs; the winner is resumed to the fu
 UNLABELLED_FRACTION = 0.5          # of the training subjects, labels withheld from the pool students
 POOL_SEED_TAG = 7331               # the pool's subjects depend on (data_seed, this tag) only: fixed across seeds
 BOOT_SEED = 0                      # one bootstrap seed: every interval of a run resamples the same subjects
-STUDENT_WIDTH = 0.35               # narrow PTA-MobileNetV2: 0.46 M parameters
 
 
 # ============================================================================================ setup
@@ -202,8 +202,8 @@ def setup(profile: str | Profile = "default", data_root: str | None = "", run_di
     grid = _check_grid(kd_grid)
     if isinstance(kd_grid_epochs, bool) or not isinstance(kd_grid_epochs, int) or kd_grid_epochs < 1:
         raise ValueError(f"kd_grid_epochs must be an int >= 1, got {kd_grid_epochs!r}")
-    if student not in STUDENT_BUILDERS:
-        raise ValueError(f"unknown student {student!r}; choose one of {sorted(STUDENT_BUILDERS)}")
+    if student not in registry.STUDENTS:
+        raise ValueError(f"unknown student {student!r}; choose one of {registry.STUDENTS.names()}")
     seed_list = resolve_seeds(prof, seeds)
     d = open_data(prof, data_root)
     root, loaders = d.root, d.loaders
@@ -260,24 +260,10 @@ def method_table(run: DistillRun) -> pd.DataFrame:
 
 
 # ============================================================================================ students
-def _pta_student() -> nn.Module:
-    from paperkit.models.pta import pta_mobilenet_v2
-    return pta_mobilenet_v2(num_classes=2, width_mult=STUDENT_WIDTH).configure("HHH")
-
-
-def _texture_student() -> nn.Module:
-    from paperkit.models.texture import texture_net
-    return texture_net(num_classes=2)
-
-
-STUDENT_BUILDERS: dict[str, Callable[[], nn.Module]] = {"pta_mobilenet_v2": _pta_student,
-                                                        "texture_net": _texture_student}
-
-
 def build_student(kind: str, seed: int) -> nn.Module:
     """Same seed -> same initial weights for every student variant (only the loss and the labels seen differ)."""
     torch.manual_seed(seed)
-    model = STUDENT_BUILDERS[kind]()
+    model = registry.STUDENTS.get(kind)()
     n = count_params(model)
     if n >= 1_000_000:
         raise ValueError(f"student {kind} has {n / 1e6:.2f} M parameters; seed 003's students stay under 1 M")

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from paperkit import deploy as deployment   # `deploy(study)` below is this notebook's deployment cell
-from paperkit import fourier, metrics, quiet, results
+from paperkit import fourier, metrics, quiet, registry, results
 from paperkit.losses import fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.profiles import Profile
@@ -302,8 +302,6 @@ def deploy(study: Study) -> pd.DataFrame:
     ORT, and time every file beside the FP32 No-PTA MobileNetV2 ONNX in one interleaved run.
 
     Returns the latency table (one row per file, with its round-bootstrap intervals)."""
-    from paperkit.models.pta import mobilenet_v2_baseline
-
     _require(study)
     prof, size = study.profile, study.profile.input_size
     x_real = next(iter(study.loaders["test"]))[0]
@@ -330,7 +328,8 @@ def deploy(study: Study) -> pd.DataFrame:
             study.scored[(key, fmt, seed, split)] = deployment.onnx_scored(sess, loader)
     with tempfile.TemporaryDirectory(prefix="paperkit-02-") as td:
         torch.manual_seed(study.seed)
-        base = deployment.export_quietly(mobilenet_v2_baseline(num_classes=2).eval(), Path(td) / "nopta.onnx", size)
+        nopta = registry.MODELS.get("mobilenet_v2_baseline")(num_classes=2).eval()
+        base = deployment.export_quietly(nopta, Path(td) / "nopta.onnx", size)
         cands = {BASELINE: base, **{candidate(*k): p for k, p in study.onnx.items()}}
         rounds = deployment.interleaved_latency(cands, rounds=prof.latency_rounds, iters=prof.latency_iters,
                                                 warmup=max(3, prof.latency_iters // 5), input_size=size, threads=1)
