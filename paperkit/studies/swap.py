@@ -69,6 +69,8 @@ def swap_table(run: DistillRun, threshold: float = 0.5) -> pd.DataFrame:
     architectures, hence the latencies, are the same for every seed); speedups are ratios of per-round
     medians with a paired bootstrap over rounds. Energy: RAPL when readable, else CPU time per inference x
     deploy.PER_CORE_WATTS (named in deploy.energy_method). Writes predictions/swap.csv.gz (val + test, torch + int8).
+    One function, read top to bottom (export, one shared measurement run, scoring, rows), because every row
+    needs all three earlier phases.
     """
     t0 = time.perf_counter()
     if not run.students:
