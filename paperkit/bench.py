@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import complexity, export
+from . import complexity, deploy
 
 
 def deployed_models(run_dir: str | Path, input_size: int = 128) -> dict[str, Path]:
@@ -19,7 +19,7 @@ def deployed_models(run_dir: str | Path, input_size: int = 128) -> dict[str, Pat
     models = Path(run_dir) / "models"
     for p in sorted(models.glob("*.onnx")) if models.is_dir() else []:
         try:
-            size = export.input_size_of(export.ort_session(p))
+            size = deploy.input_size_of(deploy.ort_session(p))
         except Exception as e:  # a broken file is reported, never silently skipped
             print(f"bench: skipping {p}: cannot be opened by ONNX Runtime ({e})")
             continue

@@ -245,7 +245,7 @@ def _as_runner(name: str, cand: Candidate, input_size: int, threads: int) -> tup
         if path.suffix != ".onnx":
             raise ValueError(f"latency candidate {name!r}: {path} is not an .onnx file; pass a model, "
                              f"an ONNX path, an onnxruntime session or a zero-argument callable")
-        from paperkit.export import ort_session
+        from paperkit.deploy import ort_session
         return "ort", _ort_runner(ort_session(path, threads=threads), input_size)
     if hasattr(cand, "run") and hasattr(cand, "get_inputs"):  # an onnxruntime.InferenceSession
         return "ort", _ort_runner(cand, input_size)
@@ -334,7 +334,7 @@ def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
 
     Trained models can be passed (the study does); otherwise fresh ones are built, since latency does
     not depend on weight values. Each PTA configuration is exported to its own ONNX graph (that is
-    how a device would ship it) with `paperkit.export.export_onnx` (dynamo, what we ship), or with
+    how a device would ship it) with `paperkit.deploy.export_onnx` (dynamo, what we ship), or with
     `exporter="torchscript"` (torch's legacy exporter, ~10x faster to export, same operator graph
     after ORT's optimisations; the smoke profile uses it to check wiring quickly).
     `LATENCY_EXTRAS` candidates join the same interleaved run. `bn_states` (config -> BatchNorm
@@ -406,7 +406,7 @@ def _export_for_latency(model: nn.Module, path: Path, input_size: int, exporter:
     import contextlib
     import io
 
-    from paperkit import export
+    from paperkit import deploy
 
     quiet = contextlib.redirect_stdout(io.StringIO())
     if exporter == "torchscript":
@@ -415,14 +415,14 @@ def _export_for_latency(model: nn.Module, path: Path, input_size: int, exporter:
             with warnings.catch_warnings(), quiet, torch.no_grad():
                 warnings.simplefilter("ignore")  # its deprecation notice
                 torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, external_data=False,
-                                  input_names=[export.INPUT_NAME], output_names=[export.OUTPUT_NAME])
+                                  input_names=[deploy.INPUT_NAME], output_names=[deploy.OUTPUT_NAME])
             return path
         except Exception as e:  # the legacy exporter may be gone in a future torch: fall back, say so
             warnings.warn(f"torchscript ONNX export failed ({type(e).__name__}: {e}); using dynamo",
                           stacklevel=2)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return export.export_onnx(model, path, input_size=input_size, dynamic_batch=False)
+        return deploy.export_onnx(model, path, input_size=input_size, dynamic_batch=False)
 
 
 def latency_wide(df: "Any") -> "Any":

@@ -1,26 +1,20 @@
-"""The Fourier auxiliary target and loss of seed 002.
+"""The Fourier auxiliary target of seed 002: the log-magnitude spectrum a texture model's head predicts.
 
 Why: paper halftone, screen sub-pixel grids and moire put energy at specific spatial frequencies that
 real skin does not have. Asking an intermediate feature map to predict the face's log-magnitude
-spectrum makes the early layers keep that texture information. Two details matter and a public
-implementation gets both wrong:
-- the target is computed from the SAME augmented batch the classifier sees (a spectrum of the
-  un-augmented image teaches the head to predict something the input no longer shows);
-- gray = 0.299 R + 0.587 G + 0.114 B on RGB channel order (our images are RGB; treating them as BGR
-  swaps the red and blue weights).
+spectrum makes the early layers keep that texture information. The loss that asks for it is
+`paperkit.losses.fourier_loss_fn`; this module computes what it compares against (and what notebook 02
+draws). A detail a public implementation gets wrong: gray = 0.299 R + 0.587 G + 0.114 B on RGB channel
+order (our images are RGB; treating them as BGR swaps the red and blue weights).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 GRAY_WEIGHTS_RGB = (0.299, 0.587, 0.114)   # ITU-R BT.601 luma, in R, G, B order
-
-LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor],
-                  tuple[torch.Tensor, torch.Tensor]]
-
 
 def _mean_std() -> tuple[Sequence[float], Sequence[float]]:
     from paperkit import data  # the normalisation the loaders applied (contract: 0.5, 0.5)
@@ -71,22 +65,3 @@ def spectrum_target(x_normalised: torch.Tensor, out_hw: Sequence[int]) -> torch.
             spec = F.interpolate(spec, size=(h, w), mode="area")
         return spec.to(x_normalised.dtype)
 
-
-def fourier_loss_fn(weight: float = 1.0) -> LossFn:
-    """Training-contract loss: CE(logits, y) + weight * MSE(predicted spectrum, target spectrum).
-
-    The model must provide `forward_with_spectrum(x) -> (logits, spec [N,1,h,w])`; the target is
-    computed from `x` itself, i.e. the augmented batch the classifier sees.
-    """
-    if weight < 0:
-        raise ValueError(f"fourier weight must be >= 0, got {weight}")
-
-    def loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, spec = model.forward_with_spectrum(x)  # type: ignore[operator]
-        target = spectrum_target(x, spec.shape[-2:])
-        loss = F.cross_entropy(logits, y) + weight * F.mse_loss(spec.float(), target.float())
-        return loss, logits
-
-    loss_fn.fourier_weight = weight  # type: ignore[attr-defined]
-    return loss_fn

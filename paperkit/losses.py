@@ -1,5 +1,10 @@
-"""Losses of the teacher/student study: Reduced Focal Loss (seed 001) and two distillation losses.
+"""Every training loss, and the training contract's type `LossFn`: loss_fn(model, x, y, cues) -> (loss, logits).
 
+- `cross_entropy_loss`: the default of `paperkit.train.fit` (PTA models, students trained alone, the texture
+  ablation).
+- `fourier_loss_fn` (seed 002): CE + weight x MSE(predicted spectrum, `paperkit.fourier.spectrum_target`).
+  The target is computed from the SAME augmented batch the classifier sees (a spectrum of the un-augmented
+  image teaches the head to predict something the input no longer shows).
 - `reduced_focal_loss` (Sergievskiy & Ponamarev, used by seed 001 for the teacher): cross-entropy whose
   easy examples are down-weighted only once they are already classified with confidence >= threshold:
   factor ((1 - p) / threshold) ** gamma where p >= threshold, else 1. Unlike the plain focal loss, hard
@@ -31,10 +36,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import device as devices
+from .fourier import spectrum_target
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 KD_KINDS = ("weighted", "hinton")
 IGNORE_LABEL = -1   # a withheld label (unlabelled pool): the image gets the soft term only
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cues: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain cross-entropy on the model's logits (cues unused): `train.fit`'s loss when none is given."""
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
 
 
 def _check_focal(gamma: float, threshold: float) -> None:
@@ -214,4 +227,24 @@ def kd_loss_fn(teacher: nn.Module, kind: str = "weighted", tau: float = 4.0, alp
         s_logits = model(x)
         return fn(s_logits, t_logits, y, tau, alpha), s_logits
 
+    return loss_fn
+
+
+def fourier_loss_fn(weight: float = 1.0) -> LossFn:
+    """Training-contract loss: CE(logits, y) + weight * MSE(predicted spectrum, target spectrum).
+
+    The model must provide `forward_with_spectrum(x) -> (logits, spec [N,1,h,w])`; the target is
+    computed from `x` itself, i.e. the augmented batch the classifier sees.
+    """
+    if weight < 0:
+        raise ValueError(f"fourier weight must be >= 0, got {weight}")
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, spec = model.forward_with_spectrum(x)  # type: ignore[operator]
+        target = spectrum_target(x, spec.shape[-2:])
+        loss = F.cross_entropy(logits, y) + weight * F.mse_loss(spec.float(), target.float())
+        return loss, logits
+
+    loss_fn.fourier_weight = weight  # type: ignore[attr-defined]
     return loss_fn

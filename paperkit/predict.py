@@ -146,7 +146,7 @@ class Scorer:
     """An ONNX model plus the shared crop/preprocess path; scores one face at a time."""
 
     def __init__(self, model_path: str | Path, threads: int = 1) -> None:
-        from paperkit.export import input_size_of, ort_session
+        from paperkit.deploy import input_size_of, ort_session
 
         self.path = Path(model_path)
         self.session = ort_session(self.path, threads=threads)
@@ -158,7 +158,7 @@ class Scorer:
     def score_faces(self, rgb: np.ndarray, boxes: Sequence[Sequence[int] | None]) -> list[float]:
         """P(spoof) per box (None = the centre-crop fallback of a missing box, as the reader does)."""
         from paperkit.data import crop_face, preprocess
-        from paperkit.export import run_logits, softmax_spoof
+        from paperkit.deploy import run_logits, softmax_spoof
 
         if not boxes:
             return []

@@ -23,14 +23,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from . import device as devices
 from . import metrics, quiet
+from .losses import LossFn, cross_entropy_loss
 from .results import atomic_write_bytes
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 CHECKPOINT_FORMAT = 1
 
 
@@ -58,12 +57,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cues: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits
 
 
 def init_distributed() -> int:
@@ -370,7 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     """Train a registered model from the command line; the entry point for torchrun/DDP users."""
     from . import data, profiles
     from .registry import MODELS
-    from .models import pta  # noqa: F401  (registers the PTA builders)
 
     ap = argparse.ArgumentParser(prog="python -m paperkit.train", description=main.__doc__)
     ap.add_argument("--model", default="pta_mobilenet_v2", help="registered model name")

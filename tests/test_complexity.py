@@ -135,7 +135,7 @@ def test_measure_latency_torch_module_restores_threads() -> None:
 
 
 def test_onnx_export_lll_matches_torch(tmp_path: Path) -> None:
-    from paperkit.export import export_onnx, ort_session
+    from paperkit.deploy import export_onnx, ort_session
 
     torch.manual_seed(0)
     m = pta_mobilenet_v2().eval().configure("LLL")
@@ -157,7 +157,7 @@ def test_onnx_export_lll_matches_torch(tmp_path: Path) -> None:
 
 def test_bench_latency_plumbing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """rel_latency per backend and LATENCY_EXTRAS, without exporting or timing real models."""
-    import paperkit.export as export
+    import paperkit.deploy as deploy
 
     def fake_export(model: nn.Module, path: Path, input_size: int = 128, dynamic_batch: bool = True) -> Path:
         Path(path).write_text(getattr(model, "config", "NoPTA"))
@@ -174,7 +174,7 @@ def test_bench_latency_plumbing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
                               "threads": 1} for n, c in cands.items()])
 
     stamped: dict[str, float] = {}
-    monkeypatch.setattr(export, "export_onnx", fake_export)
+    monkeypatch.setattr(deploy, "export_onnx", fake_export)
     monkeypatch.setattr(complexity, "measure_latency", fake_measure)
     monkeypatch.setattr(complexity, "LATENCY_EXTRAS", [lambda: {"texture_int8": "x.onnx"}])
     lll_bn = {"features.0.1.running_mean": torch.full((32,), 7.0)}
@@ -195,7 +195,7 @@ def test_bench_latency_plumbing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_latency_export_torchscript_and_bad_exporter(tmp_path: Path) -> None:
-    from paperkit.export import ort_session
+    from paperkit.deploy import ort_session
 
     m = pta_mobilenet_v2(width_mult=0.35).eval().configure("BBB")
     path = complexity._export_for_latency(m, tmp_path / "bbb.onnx", 32, "torchscript")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from paperkit import export, predict
+from paperkit import deploy, predict
 from paperkit.models.texture import texture_net
 
 
@@ -21,7 +21,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "texture_fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return export.export_onnx(texture_net().eval(), out, input_size=64)
+        return deploy.export_onnx(texture_net().eval(), out, input_size=64)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from paperkit import fourier
+from paperkit.losses import fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.registry import MODELS
 
@@ -116,16 +117,16 @@ def test_fourier_loss_trains_the_head() -> None:
     m = texture_net().train()
     x = torch.randn(4, 3, 64, 64)
     y = torch.tensor([0, 1, 0, 1])
-    loss_fn = fourier.fourier_loss_fn(weight=2.0)
+    loss_fn = fourier_loss_fn(weight=2.0)
     loss, logits = loss_fn(m, x, y, torch.full((4, 7), -1))
     assert logits.shape == (4, 2) and loss.dim() == 0
     loss.backward()
     assert m.fourier_head[0][0].weight.grad is not None
     assert m.fourier_head[0][0].weight.grad.abs().sum() > 0
-    ce_only, _ = fourier.fourier_loss_fn(weight=0.0)(m, x, y, None)
+    ce_only, _ = fourier_loss_fn(weight=0.0)(m, x, y, None)
     assert loss.item() > ce_only.item()
     with pytest.raises(ValueError):
-        fourier.fourier_loss_fn(-1.0)
+        fourier_loss_fn(-1.0)
 
 
 
@@ -150,7 +151,7 @@ def fake_study(tmp_path_factory: pytest.TempPathFactory):
     import pandas as pd
 
     from paperkit.profiles import get_profile
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     run = tmp_path_factory.mktemp("run")
     prof = get_profile("smoke")
@@ -214,7 +215,7 @@ def test_predictions_cover_every_model_format_split(fake_study) -> None:
 
 
 def test_latency_table_intervals_and_ratio(fake_study) -> None:
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     lat = fake_study.tables["latency"].set_index("candidate")
     assert lat.loc[tx.BASELINE, "rel_latency"] == pytest.approx(1.0)
@@ -226,7 +227,7 @@ def test_latency_table_intervals_and_ratio(fake_study) -> None:
 
 
 def test_agreement_and_summary_carry_paired_intervals(fake_study) -> None:
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     ag = fake_study.tables["agreement"]
     assert set(ag["model"]) == set(tx.MODELS)
@@ -240,7 +241,7 @@ def test_agreement_and_summary_carry_paired_intervals(fake_study) -> None:
 def test_across_seeds_rows_when_more_than_one_seed(fake_study) -> None:
     import pandas as pd
 
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     d = fake_study.tables["deploy"]
     two = pd.concat([d, d.assign(seed=1, acer=d["acer"] + 1.0)], ignore_index=True)
@@ -253,7 +254,7 @@ def test_across_seeds_rows_when_more_than_one_seed(fake_study) -> None:
 
 
 def test_checkpoint_and_file_names_include_the_seed(fake_study) -> None:
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     assert tx.checkpoint_name("texture", "smoke", 2) == "02_texture_smoke_s2"
     assert tx.onnx_path(fake_study, "texture", "int8", 0).relative_to(fake_study.run_dir).as_posix() \
@@ -264,7 +265,7 @@ def test_checkpoint_and_file_names_include_the_seed(fake_study) -> None:
 
 def test_across_seeds_in_deploy_table_skips_interval_bounds(fake_study, monkeypatch) -> None:
     """With two seeds the deploy table gains mean/std rows of the point metrics, not of CI bounds."""
-    from paperkit.studies import texture as tx
+    from paperkit.studies import fourier_texture as tx
 
     st = fake_study
     monkeypatch.setattr(st, "seeds", (0, 1))

@@ -45,7 +45,8 @@ def loaders(seed: int = 0, batch: int = 8) -> dict[str, DataLoader]:
 
 
 if __name__ == "__main__":
-    from paperkit.train import cross_entropy_loss, fit
+    from paperkit.losses import cross_entropy_loss
+    from paperkit.train import fit
 
     run_dir, epochs = sys.argv[1], int(sys.argv[2])
     pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0

@@ -237,7 +237,7 @@ def load_teacher(path: str | Any, num_classes: int = 2, map_location: str = "cpu
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"teacher checkpoint not found: {p}; train the teacher first "
-                                "(notebook 03 / paperkit.studies.distill.train_teacher) or fix the path")
+                                "(notebook 03 / paperkit.studies.teacher_training.train_teacher) or fix the path")
     ckpt = torch.load(p, map_location=map_location, weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{p} is not a paperkit teacher checkpoint (expected format {CHECKPOINT_FORMAT!r}); "

@@ -12,7 +12,7 @@ built to deploy as an INT8 ONNX model that is several times faster than MobileNe
 
 The Fourier head (a few convolutions on the stride-8 feature map) predicts the log-magnitude spectrum
 of the input face; it is used only by `forward_with_spectrum` during training. `forward` never calls
-it, so an exported graph does not contain it (checked in paperkit.export).
+it, so an exported graph does not contain it (checked in paperkit.deploy).
 """
 from __future__ import annotations
 

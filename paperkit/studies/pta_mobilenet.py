@@ -370,7 +370,7 @@ def table3_view(study: Study, operating_point: str = "fixed_0.5") -> pd.DataFram
 
 def export_config(study: Study, config: str, path: str | Path, seed: int | None = None) -> Path:
     """Export one PTA configuration to ONNX with *its own* (recalibrated) BatchNorm statistics, check parity."""
-    from paperkit import export
+    from paperkit import deploy
 
     run = _require_run(study, seed)
     if not run.bn_states:
@@ -380,9 +380,9 @@ def export_config(study: Study, config: str, path: str | Path, seed: int | None 
         raise KeyError(f"no recalibrated statistics for {config!r}; Table 3 configurations: {list(run.bn_states)}")
     m = copy.deepcopy(run.models["pta"]).cpu().eval().configure(cfg)
     load_bn_buffers(m, run.bn_states[cfg])
-    out = export.export_onnx(m, path, input_size=study.profile.input_size)
+    out = deploy.export_onnx(m, path, input_size=study.profile.input_size)
     x = study.calib.batches[0][:4]
-    gap = export.parity(m, out, x)
+    gap = deploy.parity(m, out, x)
     if gap > 1e-3:
         raise RuntimeError(f"{out}: ONNX and torch disagree by {gap:.2e} on training crops")
     return out
@@ -409,7 +409,7 @@ def table4(study: Study | None = None, profile: str | Profile = "default") -> pd
         bn_states = run.bn_states or None
     comp = pd.DataFrame(complexity.table4(128))
     # smoke checks wiring: the legacy exporter saves ~40 s there; every other profile exports with
-    # paperkit.export (dynamo), i.e. measures the graphs we ship
+    # paperkit.deploy (dynamo), i.e. measures the graphs we ship
     exporter = "torchscript" if prof.name == "smoke" else "dynamo"
     lat = complexity.latency_wide(complexity.bench_latency(prof, baseline=base, pta=pta, extras=False,
                                                            exporter=exporter, bn_states=bn_states))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,9 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from paperkit import export, fourier, metrics, quiet, results
+from paperkit import deploy as deployment   # `deploy(study)` below is this notebook's deployment cell
+from paperkit import fourier, metrics, quiet, registry, results
+from paperkit.losses import fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.papers import SEED002
 from paperkit.profiles import Profile
@@ -89,9 +89,9 @@ def method(study: Study) -> pd.DataFrame:
     rows = [
         ("model builder", "paperkit.models.texture.texture_net(num_classes=2)",
          f"{texture_net().deploy_parameters() / 1e6:.3f} M parameters at inference (Fourier head is training-only)"),
-        ("Fourier loss", f"paperkit.fourier.fourier_loss_fn(weight={p.fourier_weight})",
+        ("Fourier loss", f"paperkit.losses.fourier_loss_fn(weight={p.fourier_weight})",
          "CE + weight * MSE(predicted, target log|FFT| of the same augmented batch)"),
-        ("ablation loss", "cross-entropy only (paperkit.train.cross_entropy_loss)",
+        ("ablation loss", "cross-entropy only (paperkit.losses.cross_entropy_loss)",
          "same seed -> same initial weights, batches and augmentations"),
         ("budget", f"{p.texture_epochs} epochs, Adam lr {p.texture_lr}, batch {p.batch_size}, "
                    f"input {p.input_size}px", "best epoch by validation ACER"),
@@ -127,7 +127,7 @@ def train(study: Study, progress: bool = True) -> pd.DataFrame:
     from paperkit.train import fit
 
     prof = study.profile
-    loss_fns = {"texture": fourier.fourier_loss_fn(prof.fourier_weight), "texture_no_fourier": None}
+    loss_fns = {"texture": fourier_loss_fn(prof.fourier_weight), "texture_no_fourier": None}
     frames = []
     for seed in study.seeds:
         for key in MODELS:
@@ -159,7 +159,7 @@ def _require(study: Study) -> None:
     missing = [(k, s) for s in study.seeds for k in MODELS if (k, s) not in study.models]
     if missing:
         raise RuntimeError(f"no trained texture models {missing} in this study; "
-                           "run paperkit.studies.texture.train(study) first")
+                           "run paperkit.studies.fourier_texture.train(study) first")
 
 
 def _across_seeds(df: pd.DataFrame, by: list[str], metrics_: list[str]) -> pd.DataFrame:
@@ -262,12 +262,6 @@ def calibration_loader(study: Study, seed: int | None = None) -> Any:
     return DataLoader(ds, batch_size=study.profile.batch_size, shuffle=False, num_workers=0)
 
 
-def _quiet_export(model: nn.Module, path: Path, size: int) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return export.export_onnx(model, path, input_size=size)
-
-
 def onnx_path(study: Study, key: str, fmt: str, seed: int) -> Path:
     """The first seed's Fourier model is the deliverable (run_dir/models/texture_<fmt>.onnx); every other
     file (the ablation, later seeds) stays under run_dir/checkpoints/02_onnx_<profile>/."""
@@ -308,9 +302,6 @@ def deploy(study: Study) -> pd.DataFrame:
     ORT, and time every file beside the FP32 No-PTA MobileNetV2 ONNX in one interleaved run.
 
     Returns the latency table (one row per file, with its round-bootstrap intervals)."""
-    from paperkit import stats
-    from paperkit.models.pta import mobilenet_v2_baseline
-
     _require(study)
     prof, size = study.profile, study.profile.input_size
     x_real = next(iter(study.loaders["test"]))[0]
@@ -318,30 +309,30 @@ def deploy(study: Study) -> pd.DataFrame:
         calib = calibration_loader(study, seed)
         for key in MODELS:
             model = study.models[(key, seed)]
-            fp32 = _quiet_export(model, onnx_path(study, key, "fp32", seed), size)
-            study.info[f"{key}/s{seed}/parity"] = export.parity(model, fp32, x_real)
+            fp32 = deployment.export_quietly(model, onnx_path(study, key, "fp32", seed), size)
+            study.info[f"{key}/s{seed}/parity"] = deployment.parity(model, fp32, x_real)
             t0 = time.time()
-            int8 = export.quantize_int8(fp32, onnx_path(study, key, "int8", seed), calib,
-                                        max_images=prof.calib_images)
+            int8 = deployment.quantize_int8(fp32, onnx_path(study, key, "int8", seed), calib,
+                                            max_images=prof.calib_images)
             study.info[f"{key}/s{seed}/quantize_s"] = time.time() - t0
             study.onnx[(key, "fp32", seed)], study.onnx[(key, "int8", seed)] = fp32, int8
             print(f"{key} seed {seed}: ONNX parity (max |logit diff| on {len(x_real)} real test crops) "
-                  f"{study.info[f'{key}/s{seed}/parity']:.2e}; FP32 {export.file_size_kb(fp32):.0f} KB, "
-                  f"INT8 {export.file_size_kb(int8):.0f} KB ({len(calib.dataset)} calibration crops)")
+                  f"{study.info[f'{key}/s{seed}/parity']:.2e}; FP32 {deployment.file_size_kb(fp32):.0f} KB, "
+                  f"INT8 {deployment.file_size_kb(int8):.0f} KB ({len(calib.dataset)} calibration crops)")
     for (key, fmt, seed), path in study.onnx.items():
-        sess = export.ort_session(path)
+        sess = deployment.ort_session(path)
         for split in SPLITS:
             loader = study.loaders[split]
             if len(loader.dataset) == 0:
                 continue
-            s, y = export.onnx_scores(sess, loader)
-            study.scored[(key, fmt, seed, split)] = stats.Scored.from_dataset(s, y, loader.dataset)
+            study.scored[(key, fmt, seed, split)] = deployment.onnx_scored(sess, loader)
     with tempfile.TemporaryDirectory(prefix="paperkit-02-") as td:
         torch.manual_seed(study.seed)
-        base = _quiet_export(mobilenet_v2_baseline(num_classes=2).eval(), Path(td) / "nopta.onnx", size)
+        nopta = registry.MODELS.get("mobilenet_v2_baseline")(num_classes=2).eval()
+        base = deployment.export_quietly(nopta, Path(td) / "nopta.onnx", size)
         cands = {BASELINE: base, **{candidate(*k): p for k, p in study.onnx.items()}}
-        rounds = export.interleaved_latency(cands, rounds=prof.latency_rounds, iters=prof.latency_iters,
-                                            warmup=max(3, prof.latency_iters // 5), input_size=size, threads=1)
+        rounds = deployment.interleaved_latency(cands, rounds=prof.latency_rounds, iters=prof.latency_iters,
+                                                warmup=max(3, prof.latency_iters // 5), input_size=size, threads=1)
     rounds.insert(1, "input_size", size)
     rounds["dataset"] = study.dataset
     study.tables["latency_rounds"] = rounds
@@ -364,7 +355,7 @@ def deploy(study: Study) -> pd.DataFrame:
 def predictions(study: Study) -> pd.DataFrame:
     """Per-image scores of every model x format x seed on val and test (the claims' paired intervals)."""
     if not study.scored:
-        raise RuntimeError("run paperkit.studies.texture.deploy(study) first")
+        raise RuntimeError("run paperkit.studies.fourier_texture.deploy(study) first")
     frames = [sc.frame(model=key, config="", bn="", fmt=fmt, seed=seed, split=split, dataset=study.dataset)
               for (key, fmt, seed, split), sc in study.scored.items()]
     return pd.concat(frames, ignore_index=True)
@@ -377,7 +368,7 @@ def deploy_table(study: Study) -> pd.DataFrame:
     from paperkit import stats
 
     if not study.scored or "latency" not in study.tables:
-        raise RuntimeError("run paperkit.studies.texture.deploy(study) first")
+        raise RuntimeError("run paperkit.studies.fourier_texture.deploy(study) first")
     nb = study.profile.bootstrap_samples
     lat = study.tables["latency"].set_index("candidate")
     lat_cols = ["latency_ms", "latency_ms_ci_low", "latency_ms_ci_high", "rel_latency", "rel_latency_ci_low",
@@ -391,7 +382,7 @@ def deploy_table(study: Study) -> pd.DataFrame:
         for q in stats.quality_rows(test, val, n_boot=nb, seed=BOOT_SEED):
             rows.append({"model": key, "format": fmt, "seed": seed, **q,
                          "params_m": study.models[(key, seed)].deploy_parameters() / 1e6,
-                         "size_kb": export.file_size_kb(path),
+                         "size_kb": deployment.file_size_kb(path),
                          **{c: lat.loc[candidate(key, fmt, seed), c] for c in lat_cols},
                          "dataset": study.dataset})
     df = pd.DataFrame(rows)
@@ -439,7 +430,7 @@ def roc_figure(study: Study) -> Any:
     from sklearn.metrics import roc_curve
 
     if not study.scored:
-        raise RuntimeError("run paperkit.studies.texture.deploy(study) first")
+        raise RuntimeError("run paperkit.studies.fourier_texture.deploy(study) first")
     fig, ax = plt.subplots(figsize=(5, 4.5))
     styles = {"fp32": "-", "int8": "--"}
     for (key, fmt, seed, split), sc in study.scored.items():
@@ -464,7 +455,7 @@ def summary(study: Study) -> pd.DataFrame:
     from paperkit import stats
 
     if "deploy" not in study.tables:
-        raise RuntimeError("run paperkit.studies.texture.deploy_table(study) first")
+        raise RuntimeError("run paperkit.studies.fourier_texture.deploy_table(study) first")
     d = study.tables["deploy"]
     s0 = d[(d["seed"].astype(str) == str(study.seed))].set_index(["model", "format", "operating_point"])
     nb = study.profile.bootstrap_samples

@@ -1,4 +1,8 @@
-"""ONNX export, parity check, INT8 static (QDQ) quantization and ONNX Runtime sessions (seed 002).
+"""Deployment in one place: ONNX export, INT8 static (QDQ) quantization, parity, ONNX Runtime scoring and
+the CPU measurements (interleaved latency rounds, CPU time, energy, throughput) of seed 002 and seed 003.
+
+Both the Fourier-texture study (notebook 02) and the distillation/SWAP study (notebook 03) deploy through
+these functions, so "how a model ships and how fast it runs" has one definition.
 
 Why these choices:
 - One self-contained file (`external_data=False`) with a dynamic batch axis, so the deployable model is
@@ -9,22 +13,36 @@ Why these choices:
   before quantization, so BN is never quantized on its own and Conv+ReLU fuse into one INT8 kernel.
 - Activations are unsigned 8 bit by default (QUInt8 x QInt8 is ORT's fast path on x86; measured on
   this machine in `activation_speed`), weights signed 8 bit, symmetric.
+- Every timing runs under `quiet.timing` (the machine is held while notebooks run side by side) and every
+  scoring batch passes `quiet.checkpoint`.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import glob
+import io
+import logging
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from paperkit import quiet
 from torch import nn
 
+if TYPE_CHECKING:
+    from paperkit.stats import Scored
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+MAX_PARITY_GAP = 1e-3              # largest torch vs ONNX FP32 logit gap an export may show
+PER_CORE_WATTS = 5.0               # assumed power of one busy core when no RAPL counter is readable
+RAPL_GLOB = "/sys/class/powercap/intel-rapl*"
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -61,6 +79,26 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int = 128
         model.train(was_training)
     return path
 
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Exporter progress lines, quantizer warnings and root-logger chatter kept out of the notebook."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def export_quietly(model: nn.Module, path: str | os.PathLike, input_size: int = 128,
+                   dynamic_batch: bool = True) -> Path:
+    """`export_onnx` with the exporter's warnings silenced (they would flood a notebook)."""
+    with silenced():
+        return export_onnx(model, path, input_size=input_size, dynamic_batch=dynamic_batch)
 
 def strip_metadata(path: str | os.PathLike) -> None:
     """Drop per-node exporter metadata (stack traces with local paths, FX dumps).
@@ -207,6 +245,62 @@ def interleaved_latency(models: dict[str, str | os.PathLike | Any], rounds: int,
     return pd.DataFrame(rows)
 
 
+def round_medians(rounds: Any) -> dict[str, list[float]]:
+    """`interleaved_latency`'s long table as {candidate: per-round medians in round order} (paired by index)."""
+    rounds = rounds.sort_values("round", kind="stable")
+    return {name: [float(v) for v in rounds.loc[rounds["candidate"] == name, "median_ms"]]
+            for name in dict.fromkeys(rounds["candidate"])}
+
+
+# ---------------------------------------------------------------------------------------------- CPU and energy
+
+def energy_method() -> tuple[str, Callable[[], float] | None]:
+    """('rapl:<zone>', reader of microjoules) where a RAPL counter is readable, else the CPU-time model."""
+    for zone in sorted(glob.glob(RAPL_GLOB)):
+        f = Path(zone) / "energy_uj"
+        try:
+            float(f.read_text())
+        except (OSError, ValueError):
+            continue
+        name = (Path(zone) / "name").read_text().strip() if (Path(zone) / "name").is_file() else Path(zone).name
+        return f"rapl:{name} (package counter; includes any other load)", lambda f=f: float(f.read_text())
+    return f"cpu_time x {PER_CORE_WATTS:g} W/core (assumed; no readable RAPL counter)", None
+
+
+@quiet.timing("ONNX CPU time and energy")
+def cpu_and_energy(session: Any, input_size: int, iters: int, rapl: Callable[[], float] | None
+                   ) -> tuple[float, float]:
+    """CPU ms per batch-1 inference (process CPU time, 1 ORT thread) and energy per inference in mJ."""
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size)).astype(np.float32)
+    name = session.get_inputs()[0].name
+    for _ in range(3):
+        session.run(None, {name: x})
+    e0 = rapl() if rapl else 0.0
+    c0 = time.process_time()
+    for _ in range(iters):
+        session.run(None, {name: x})
+    cpu_ms = (time.process_time() - c0) * 1e3 / iters
+    if rapl:
+        return cpu_ms, (rapl() - e0) / 1e3 / iters
+    return cpu_ms, cpu_ms * PER_CORE_WATTS   # ms x W = mJ
+
+
+@quiet.timing("ONNX throughput")
+def throughput(session: Any, input_size: int, batch: int, reps: int) -> float:
+    """Images per second of one `batch`-image run (median of `reps` runs after one warm-up)."""
+    x = np.random.default_rng(1).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    times = []
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        times.append(time.perf_counter() - t0)
+    return batch / float(np.median(times))
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
 def _images(batch: Any) -> torch.Tensor | np.ndarray:
     """The image tensor of a loader batch: (x, y, cues), (x, y), or x."""
     return batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -224,6 +318,31 @@ def onnx_scores(session: Any, loader: Iterable[Any]) -> tuple[np.ndarray, np.nda
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(scores).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
+
+
+def onnx_scored(model: str | os.PathLike | Any, loader: Any) -> "Scored":
+    """`onnx_scores` of an .onnx path (1-thread session) or a session, as `stats.Scored` of the loader's dataset."""
+    from paperkit.stats import Scored
+
+    session = model if hasattr(model, "run") and hasattr(model, "get_inputs") else ort_session(model, threads=1)
+    s, y = onnx_scores(session, loader)
+    return Scored.from_dataset(s, y, loader.dataset)
+
+
+def ort_function(module: nn.Module, input_size: int, threads: int | None = None
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`module.forward` as an ONNX Runtime CPU session (batch size free; `threads`: torch's count by default).
+
+    Why: a frozen network evaluated many times (the teacher's trunk) runs several times faster in ORT at one
+    thread than in torch eager; the ONNX file lives only as long as the export."""
+    with tempfile.TemporaryDirectory() as td, silenced():
+        path = export_onnx(module.eval(), Path(td) / "module.onnx", input_size)
+        session = ort_session(path, threads=torch.get_num_threads() if threads is None else threads)
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.float().numpy())})[0])
+    return run
 
 # ---------------------------------------------------------------------------------------------- INT8
 
@@ -304,6 +423,22 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         from paperkit.results import atomic_write_bytes
         atomic_write_bytes(out_path, tmp_out.read_bytes())
     return out_path
+
+
+def export_int8_pair(model: nn.Module, base: str | os.PathLike, calibration: Any, *, input_size: int,
+                     max_images: int | None, name: str = "model") -> dict[str, Path]:
+    """`<base>.onnx` (FP32, dynamic batch) and `<base>_int8.onnx` (calibrated on `calibration`), quietly; raises
+    when FP32 ONNX disagrees with torch on two calibration crops by more than MAX_PARITY_GAP."""
+    base = Path(base)
+    fp32, int8 = base.with_name(base.name + ".onnx"), base.with_name(base.name + "_int8.onnx")
+    with silenced():   # the exporter's progress lines and quantizer warnings would flood the notebook
+        export_onnx(copy.deepcopy(model).cpu().eval(), fp32, input_size=input_size, dynamic_batch=True)
+        quantize_int8(fp32, int8, calibration, max_images=max_images)
+    x = next(iter(calibration))[0][:2]
+    gap = parity(copy.deepcopy(model).cpu().eval(), fp32, x)
+    if gap > MAX_PARITY_GAP:
+        raise RuntimeError(f"ONNX export of {name} disagrees with torch (max logit gap {gap:.2e})")
+    return {"fp32": fp32, "int8": int8}
 
 
 def file_size_kb(path: str | os.PathLike) -> float:

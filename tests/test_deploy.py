@@ -1,4 +1,5 @@
-"""ONNX export (one file, dynamic batch, no Fourier head), parity, INT8 QDQ quantization on real crops."""
+"""paperkit.deploy: ONNX export (one file, dynamic batch, no Fourier head), parity, INT8 QDQ quantization on
+real crops, ONNX scoring and interleaved latency rounds."""
 from __future__ import annotations
 
 import warnings
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_celeba, clean_tree
-from paperkit import data, export
+from paperkit import data, deploy
 from paperkit.models.texture import texture_net
 from paperkit.profiles import get_profile
 
@@ -44,7 +45,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, loaders: dict) -> tuple[t
     out = tmp_path_factory.mktemp("onnx") / "models" / "texture_fp32.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export.export_onnx(m, out, input_size=128)
+        deploy.export_onnx(m, out, input_size=128)
     return m, out
 
 
@@ -55,17 +56,17 @@ def test_single_file_dynamic_batch(exported) -> None:
     onnx.checker.check_model(model)
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param and not dim0.dim_value            # symbolic batch axis
-    sess = export.ort_session(path)
-    assert export.input_size_of(sess) == 128
+    sess = deploy.ort_session(path)
+    assert deploy.input_size_of(sess) == 128
     for n in (1, 3):
-        assert export.run_logits(sess, np.zeros((n, 3, 128, 128), np.float32)).shape == (n, 2)
+        assert deploy.run_logits(sess, np.zeros((n, 3, 128, 128), np.float32)).shape == (n, 2)
     # no exporter stack traces (local paths) left in the file
     assert not any(n.metadata_props for n in model.graph.node)
 
 
 def test_fourier_head_absent_from_graph(exported) -> None:
     m, path = exported
-    export.assert_head_absent(path, m.fourier_head)              # names and weight values
+    deploy.assert_head_absent(path, m.fourier_head)              # names and weight values
     model = onnx.load(str(path))
     n_conv = sum(1 for n in model.graph.node if n.op_type == "Conv")
     body_convs = sum(1 for name, mod in m.named_modules()
@@ -77,16 +78,16 @@ def test_fourier_head_absent_from_graph(exported) -> None:
     bad = path.with_name("bad.onnx")
     onnx.save(model, str(bad))
     with pytest.raises(AssertionError, match="fourier_head"):
-        export.assert_head_absent(bad, m.fourier_head)
+        deploy.assert_head_absent(bad, m.fourier_head)
 
 
 def test_parity_on_real_crops(exported, loaders) -> None:
     m, path = exported
     x, y, _ = next(iter(loaders["test"]))
-    diff = export.parity(m, path, x)
+    diff = deploy.parity(m, path, x)
     print(f"ONNX parity (max abs logit diff, {len(x)} real crops): {diff:.2e}")
     assert diff < 1e-4
-    scores, labels = export.onnx_scores(export.ort_session(path), loaders["test"])
+    scores, labels = deploy.onnx_scores(deploy.ort_session(path), loaders["test"])
     with torch.no_grad():
         ref = torch.softmax(m(x), 1)[:, 1].numpy()
     assert np.allclose(scores[: len(x)], ref, atol=1e-5)
@@ -95,10 +96,10 @@ def test_parity_on_real_crops(exported, loaders) -> None:
 
 def test_int8_size_and_agreement(exported, loaders, tmp_path: Path) -> None:
     m, path = exported
-    q = export.quantize_int8(path, tmp_path / "models" / "texture_int8.onnx", loaders["train"], max_images=64)
+    q = deploy.quantize_int8(path, tmp_path / "models" / "texture_int8.onnx", loaders["train"], max_images=64)
     assert "int8" in q.name
-    kb = export.file_size_kb(q)
-    print(f"INT8 size {kb:.0f} KB (FP32 {export.file_size_kb(path):.0f} KB)")
+    kb = deploy.file_size_kb(q)
+    print(f"INT8 size {kb:.0f} KB (FP32 {deploy.file_size_kb(path):.0f} KB)")
     assert kb <= 600
     ops = {n.op_type for n in onnx.load(str(q)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops       # QDQ format
@@ -107,8 +108,8 @@ def test_int8_size_and_agreement(exported, loaders, tmp_path: Path) -> None:
     assert any(k.endswith("weight_scale") and v.ndim == 1 and v.size > 1 for k, v in inits.items())
     # an untrained net has no trained margin to preserve; check INT8 logits track FP32 logits on real crops
     x = next(iter(loaders["test"]))[0]
-    l8 = export.run_logits(export.ort_session(q), x)
-    l32 = export.run_logits(export.ort_session(path), x)
+    l8 = deploy.run_logits(deploy.ort_session(q), x)
+    l32 = deploy.run_logits(deploy.ort_session(path), x)
     d8, d32 = l8[:, 1] - l8[:, 0], l32[:, 1] - l32[:, 0]
     print(f"INT8 vs FP32 logit-margin corr {np.corrcoef(d8, d32)[0, 1]:.4f}, max abs diff {np.abs(d8 - d32).max():.3f}")
     assert d32.std() > 0.1                                      # the faces really get different margins
@@ -121,22 +122,24 @@ def test_int8_size_and_agreement(exported, loaders, tmp_path: Path) -> None:
 def test_quantize_refuses_empty_calibration(exported, tmp_path: Path) -> None:
     _, path = exported
     with pytest.raises(ValueError, match="no images"):
-        export.quantize_int8(path, tmp_path / "x_int8.onnx", [])
+        deploy.quantize_int8(path, tmp_path / "x_int8.onnx", [])
     with pytest.raises(FileNotFoundError):
-        export.quantize_int8(tmp_path / "missing.onnx", tmp_path / "y_int8.onnx", [])
+        deploy.quantize_int8(tmp_path / "missing.onnx", tmp_path / "y_int8.onnx", [])
 
 
 def test_interleaved_latency_rounds(exported, tmp_path: Path) -> None:
     """Per-round medians of every model, rounds rotating the starting model (what the ratio CI resamples)."""
     _, path = exported
-    sess = export.ort_session(path)
-    df = export.interleaved_latency({"a": path, "b": sess}, rounds=3, iters=2, warmup=1, input_size=128)
+    sess = deploy.ort_session(path)
+    df = deploy.interleaved_latency({"a": path, "b": sess}, rounds=3, iters=2, warmup=1, input_size=128)
     assert list(df.columns) == ["candidate", "round", "median_ms", "iters", "threads"]
     assert len(df) == 6 and set(df["candidate"]) == {"a", "b"}
     assert df.groupby("candidate")["round"].apply(list).to_dict() == {"a": [0, 1, 2], "b": [0, 1, 2]}
     assert list(df["candidate"].iloc[:4]) == ["a", "b", "b", "a"]   # round 1 starts with the second model
     assert (df["median_ms"] > 0).all()
+    med = deploy.round_medians(df)                                   # the SWAP table's paired view
+    assert list(med) == ["a", "b"] and med["a"] == df[df.candidate == "a"]["median_ms"].tolist()
     with pytest.raises(ValueError, match="rounds and iters"):
-        export.interleaved_latency({"a": path}, rounds=0, iters=1)
+        deploy.interleaved_latency({"a": path}, rounds=0, iters=1)
     with pytest.raises(FileNotFoundError):
-        export.interleaved_latency({"x": tmp_path / "missing.onnx"}, rounds=1, iters=1)
+        deploy.interleaved_latency({"x": tmp_path / "missing.onnx"}, rounds=1, iters=1)
