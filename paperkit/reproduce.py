@@ -689,6 +689,21 @@ def _finish_entry(run_dir: Path, stem: str, status: str, why: str = "") -> None:
             print(f"reproduce: warning: {stem} {why}; its manifest entry lists no outputs", file=sys.stderr)
 
 
+def _produced_by(run_dir: Path, actions: dict[str, dict[str, Any]], total: float,
+                 parallel: dict[str, int] | None) -> dict[str, Any] | None:
+    """The run that produced every notebook's outputs (its wall time and jobs, for the README header): this
+    one when it ran them all, the previous one's when this one reused them all, else None (a partial rerun)."""
+    ran = [k for k, v in actions.items() if v.get("action") == "ran"]
+    if actions and len(ran) == len(actions):
+        return {"total_wall_time_s": total, "jobs": (parallel or {}).get("jobs", 1),
+                "git_revision": results.git_revision(), "notebooks": sorted(ran)}
+    if actions and not ran:
+        prev = _entries(run_dir).get("reproduce", {})
+        if isinstance(prev, dict):
+            return prev.get("produced_by")
+    return None
+
+
 def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, data_root: str, timings: dict[str, float],
                     failed: str | None, interrupted: tuple[str, str] | None = None,
                     actions: dict[str, dict[str, Any]] | None = None, parallel: dict[str, int] | None = None,
@@ -706,13 +721,15 @@ def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, da
             root = str(data.resolve_root("", profile, profiles.get_profile(profile).data_seed))
         except Exception as e:  # the manifest must still be written when the failure was the dataset
             print(f"reproduce: could not fingerprint the dataset: {e}", file=sys.stderr)
+    total = round(sum(timings.values()) if wall_s is None else wall_s, 1)
     results.update_manifest(run_dir, "reproduce", {
         "profile": profile,
         "seeds": list(profiles.resolve_seeds(profiles.get_profile(profile), seeds)),
         "data_root": data_root or "(embedded synthetic default)",
         "dataset": results.dataset_info(root), "notebook_wall_time_s": timings,
         # notebooks side by side overlap: the wall time of the whole run is then less than their sum
-        "total_wall_time_s": round(sum(timings.values()) if wall_s is None else wall_s, 1),
+        "total_wall_time_s": total,
+        "produced_by": _produced_by(run_dir, actions or {}, total, parallel),
         "parallel": parallel or {"jobs": 1, "threads": None}, "failed": failed,
         "status": "interrupted" if interrupted else "failed" if failed else "complete",
         "interrupted": {"notebook": interrupted[0], "signal": interrupted[1]} if interrupted else None,
@@ -720,5 +737,6 @@ def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, da
         # each notebook's wall time when it last ran (this run's, or the run whose results were reused)
         "last_run_wall_time_s": {k: v.get("wall_time_s") for k, v in sorted(_entries(run_dir).items())
                                  if k in (actions or {}) and isinstance(v, dict)},
-        "packages": results.package_versions(), "git_revision": results.git_revision(),
+        "packages": results.package_versions(), "machine": results.machine_info(),
+        "git_revision": results.git_revision(),
     })

@@ -163,6 +163,25 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
     return out
 
 
+def machine_info() -> dict[str, Any]:
+    """The CPU a run trained on: not part of any cache key, but two CPUs round differently, so the same seed
+    gives different models on them (README, "Same seed, another CPU"); the manifest says which one it was."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:   # torch missing or too old: the manifest still records the rest
+        cap = "unknown"
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_cpu_capability": cap, "system": platform.system()}
+
+
 # What a run itself rewrites in a checkout: changes there do not make the code that ran "dirty".
 RUN_OUTPUTS = ("results", "paperkit/assets", "README.md")
 

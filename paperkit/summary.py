@@ -84,11 +84,17 @@ def _one(df: pd.DataFrame, **match: Any) -> pd.Series | None:
 # ------------------------------------------------------------------------------------------ sections
 def _times(total: float, per: str, rep: dict[str, Any], stems: set[str]) -> str:
     """The run's wall time: the sum of the notebooks' times when they ran one at a time; with notebooks side
-    by side (reproduce --jobs) the reproduce entry's wall time, when that run produced every notebook shown."""
-    par = rep.get("parallel") or {}
-    jobs = par.get("jobs") if isinstance(par, dict) else None
-    wall = rep.get("total_wall_time_s")
-    ran = {k for k, v in (rep.get("notebooks") or {}).items() if isinstance(v, dict) and v.get("action") == "ran"}
+    by side (reproduce --jobs) the producing run's wall time, when that run produced every notebook shown
+    (a later no-op run carries that record forward in `produced_by`)."""
+    prod = rep.get("produced_by")
+    if isinstance(prod, dict):   # a later no-op run keeps the producing run's record
+        jobs, wall, ran = prod.get("jobs"), prod.get("total_wall_time_s"), set(prod.get("notebooks") or ())
+    else:
+        par = rep.get("parallel") or {}
+        jobs = par.get("jobs") if isinstance(par, dict) else None
+        wall = rep.get("total_wall_time_s")
+        ran = {k for k, v in (rep.get("notebooks") or {}).items()
+               if isinstance(v, dict) and v.get("action") == "ran"}
     if isinstance(jobs, int) and jobs > 1 and isinstance(wall, (int, float)) and stems <= ran:
         return (f", {wall / 60:.1f} minutes wall with {jobs} notebooks at a time ({per} min per notebook, "
                 "side by side)")

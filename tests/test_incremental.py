@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from tiny_notebooks import write_notebook
 
-from paperkit import cli, reproduce, results
+from paperkit import cli, reproduce, results, summary
 
 PARAMS = 'profile = "smoke"\ndata_root = ""\nrun_dir = ""\nseeds = None'
 BODY = ("import pathlib, time\nimport pandas as pd\nfrom paperkit import results\nt0 = time.time()\n"
@@ -247,8 +247,18 @@ def test_jobs_run_independent_notebooks_side_by_side_and_dependants_after(tmp_pa
     rep = json.loads((run_dir / "manifest.json").read_text())["entries"]["reproduce"]
     assert rep["parallel"]["jobs"] == 2 and rep["status"] == "complete"
     assert rep["total_wall_time_s"] < sum(rep["notebook_wall_time_s"].values())   # wall, not the sum
+    assert rep["machine"]["cores"] >= 1 and rep["machine"]["cpu"]   # which CPU trained (README: another CPU)
+    prod = rep["produced_by"]
+    assert prod["jobs"] == 2 and prod["total_wall_time_s"] == rep["total_wall_time_s"]
     r = reproduce.run("smoke", run_dir, **kw)
     assert r["ran"] == [] and r["reused"] == ["00_base", "01_model", "02_other", "03_after"]
+    rep = json.loads((run_dir / "manifest.json").read_text())["entries"]["reproduce"]
+    assert rep["produced_by"] == prod        # the no-op run keeps the record of the run that produced them
+    stems = {"00_base", "01_model", "02_other", "03_after"}
+    assert "minutes wall with 2 notebooks at a time" in summary._times(99.0, "...", rep, stems)  # README header
+    (run_dir / "tables" / "02_other.csv").unlink()
+    reproduce.run("smoke", run_dir, **kw)     # a partial rerun: no single run produced them all
+    assert json.loads((run_dir / "manifest.json").read_text())["entries"]["reproduce"]["produced_by"] is None
 
 
 def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_other(tmp_path):
