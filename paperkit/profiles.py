@@ -7,7 +7,7 @@ Each study owns one section of fields (prefix = study); add knobs there, not els
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,34 @@ def get_profile(name: str | Profile, **overrides: Any) -> Profile:
     if bad:
         raise TypeError(f"unknown profile field(s) {bad}; known fields: {sorted(known)}")
     return replace(base, **overrides) if overrides else base
+
+
+def resolve(profile: str | Profile, overrides: Mapping[str, Any] | None = None) -> Profile:
+    """Where a notebook's `profile` and `overrides` parameters become the one Profile that travels down
+    to the loaders and the trainers (nothing below re-resolves it by name, so the overrides reach them).
+
+    `overrides` maps profile fields to values, e.g. ``{"pta_epochs": 1, "seeds": [0, 1]}``; a list becomes
+    a tuple, unknown fields are an error listing the known ones."""
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides must be a dict of profile fields, e.g. {{'pta_epochs': 1}}; got {overrides!r}")
+    fixed = {str(k): tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return get_profile(profile, **fixed)
+
+
+def run_name(profile: Profile) -> str:
+    """The profile's name, plus a short hash of the fields that differ from the named profile when some
+    were overridden: checkpoints of an overridden run never resume, or pass for, the plain profile's."""
+    import hashlib
+    import json
+
+    base = PROFILES.get(profile.name)
+    if base is None:
+        return profile.name
+    mine, theirs = profile.to_dict(), base.to_dict()
+    diff = {k: mine[k] for k in sorted(mine) if mine[k] != theirs.get(k)}
+    if not diff:
+        return profile.name
+    return f"{profile.name}-{hashlib.sha256(json.dumps(diff, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
+

@@ -155,7 +155,7 @@ def fake_study(tmp_path_factory: pytest.TempPathFactory):
 
     run = tmp_path_factory.mktemp("run")
     prof = get_profile("smoke")
-    st = tx.Study(profile=prof, root=run, run_dir=run, seeds=(0,), dataset="synthetic (test)", loaders={})
+    st = tx.Study(notebook=tx.NOTEBOOK, profile=prof, root=run, run_dir=run, seeds=(0,), dataset="synthetic (test)")
     rng = np.random.default_rng(1)
     rounds = [{"candidate": tx.BASELINE, "round": r, "median_ms": 10 + rng.normal(0, 0.3), "iters": 5,
                "threads": 1} for r in range(6)]

@@ -26,7 +26,8 @@ from paperkit import fourier, metrics, quiet, registry, results
 from paperkit.losses import fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.papers import SEED002
-from paperkit.profiles import Profile
+from paperkit.profiles import Profile, run_name
+from paperkit.studies import common
 
 NOTEBOOK = "02_fourier_texture"
 MODELS = ("texture", "texture_no_fourier")     # with / without the Fourier auxiliary loss
@@ -41,43 +42,27 @@ Key = tuple[str, str, int]                     # (model, format, seed)
 
 
 @dataclass
-class Study:
-    """Everything one run of notebook 02 shares between its cells."""
+class Study(common.Study):
+    """Everything one run of notebook 02 shares between its cells (on top of `common.Study`); its first
+    seed's Fourier model is the one shipped in run_dir/models/."""
 
-    profile: Profile
-    root: Path
-    run_dir: Path
-    seeds: tuple[int, ...]
-    dataset: str
-    loaders: dict[str, Any]
-    started: float = field(default_factory=time.time)
     models: dict[tuple[str, int], TextureNet] = field(default_factory=dict)   # (model, seed)
     histories: dict[tuple[str, int], Any] = field(default_factory=dict)
     onnx: dict[Key, Path] = field(default_factory=dict)
     scored: dict[tuple[str, str, int, str], Any] = field(default_factory=dict)  # (model, fmt, seed, split) -> Scored
     info: dict[str, Any] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    outputs: list[Path] = field(default_factory=list)
-
-    @property
-    def seed(self) -> int:
-        """The first training seed: its Fourier model is the one shipped in run_dir/models/."""
-        return self.seeds[0]
 
 
 def setup(profile: str | Profile = "default", data_root: str = "", run_dir: str = "../results",
-          seeds: Sequence[int] | int | None = None) -> Study:
-    """Resolve the profile, the training seeds (None -> the profile's) and the dataset (embedded synthetic
-    one when `data_root` is empty, built with `profile.data_seed` so every training seed sees one split)."""
-    from paperkit.profiles import resolve_seeds
-    from paperkit.studies.common import open_data
-
-    d = open_data(profile, data_root)
-    seeds_t = resolve_seeds(d.profile, seeds)
-    study = Study(profile=d.profile, root=d.root, run_dir=Path(run_dir), seeds=seeds_t, dataset=d.dataset,
-                  loaders=d.loaders)
-    print(f"profile {d.profile.name}; dataset: {d.dataset}; images {d.sizes()}; input {d.profile.input_size}px; "
-          f"training seeds {list(seeds_t)} (data seed {d.profile.data_seed})")
+          seeds: Sequence[int] | int | None = None, overrides: dict[str, Any] | None = None) -> Study:
+    """Resolve the profile (+ `overrides`), the training seeds (None -> the profile's) and the dataset
+    (embedded synthetic one when `data_root` is empty, built with `profile.data_seed` so every training
+    seed sees one split)."""
+    study = common.setup(Study, NOTEBOOK, profile, data_root, run_dir, seeds, overrides)
+    p = study.profile
+    print(f"profile {p.name}; dataset: {study.dataset}; images "
+          f"{ {k: len(v.dataset) for k, v in study.loaders.items()} }; input {p.input_size}px; "
+          f"training seeds {list(study.seeds)} (data seed {p.data_seed})")
     return study
 
 
@@ -133,7 +118,7 @@ def train(study: Study, progress: bool = True) -> pd.DataFrame:
         for key in MODELS:
             torch.manual_seed(seed)  # identical initial weights for both arms
             model = texture_net(num_classes=2)
-            hist = fit(model, study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, prof.name, seed),
+            hist = fit(model, study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, run_name(prof), seed),
                        epochs=prof.texture_epochs, lr=prof.texture_lr, seed=seed, loss_fn=loss_fns[key],
                        channels_last=prof.channels_last, lr_schedule=prof.lr_schedule,
                        schedule_epochs=prof.texture_epochs, progress=progress)

@@ -42,7 +42,8 @@ from paperkit.config_tree import staged_bn_states, staged_scores
 from paperkit.models.pta import (CONFIGS, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
                                  parse_config, pta_mobilenet_v2)
 from paperkit.papers import SEED000_TABLE5, SEED000_TABLES_3_4
-from paperkit.profiles import Profile, get_profile, resolve_seeds
+from paperkit.profiles import Profile, get_profile, run_name
+from paperkit.studies import common
 from paperkit.studies.pta_training import (STEP_TIMING_STEPS, VALIDATION_CONFIG, PTAFitHooks, step_timing,
                                            warm_up)
 
@@ -79,26 +80,11 @@ class SeedRun:
 
 
 @dataclass
-class Study:
-    """Everything one run of notebook 01 shares between its cells."""
+class Study(common.Study):
+    """Everything one run of notebook 01 shares between its cells (on top of `common.Study`)."""
 
-    profile: Profile
-    root: Path
-    run_dir: Path
-    seeds: tuple[int, ...]
-    dataset: str
-    loaders: dict[str, Any]
-    started: float = field(default_factory=time.time)
     runs: dict[int, SeedRun] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    outputs: list[Path] = field(default_factory=list)
-    timings: dict[str, Any] = field(default_factory=dict)
     _calib: CalibrationSet | None = None
-
-    @property
-    def seed(self) -> int:
-        """The first seed: notebook 05 and Table 4 use its models."""
-        return self.seeds[0]
 
     @property
     def models(self) -> dict[str, nn.Module]:
@@ -114,24 +100,15 @@ class Study:
             self.timings["calibration_set_s"] = time.perf_counter() - t0
         return self._calib
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"profile": self.profile.name, "root": str(self.root), "run_dir": str(self.run_dir),
-                "seeds": list(self.seeds)}
-
 
 def setup(profile: str | Profile = "default", data_root: str = "", run_dir: str = "../results",
-          seeds: Any = None) -> Study:
-    """Resolve the profile, the seeds (None: the profile's) and the dataset (embedded synthetic one when
-    `data_root` is empty; built with `profile.data_seed`, the same for every training seed), build loaders."""
-    from paperkit.studies.common import open_data
-
-    d = open_data(profile, data_root)
-    seeds_ = resolve_seeds(d.profile, seeds)
-    study = Study(profile=d.profile, root=d.root, run_dir=Path(run_dir), seeds=seeds_, dataset=d.dataset,
-                  loaders=d.loaders)
-    print(f"profile {d.profile.name}; seeds {list(seeds_)}; dataset: {d.dataset}; images {d.sizes()}; "
-          f"input {d.profile.input_size}px")
+          seeds: Any = None, overrides: dict[str, Any] | None = None) -> Study:
+    """Resolve the profile (+ `overrides`), the seeds (None: the profile's) and the dataset (embedded
+    synthetic one when `data_root` is empty; built with `profile.data_seed`, the same for every training
+    seed), build loaders."""
+    study = common.setup(Study, NOTEBOOK, profile, data_root, run_dir, seeds, overrides)
+    print(f"profile {study.profile.name}; seeds {list(study.seeds)}; dataset: {study.dataset}; images "
+          f"{ {k: len(v.dataset) for k, v in study.loaders.items()} }; input {study.profile.input_size}px")
     return study
 
 
@@ -168,7 +145,7 @@ def train(study: Study, progress: bool = True, interleave: bool = True) -> pd.Da
         run = study.runs.setdefault(seed, SeedRun(seed))
         torch.manual_seed(seed)  # same initial weights on every rerun (fit reseeds only the loop)
         run.models = {"nopta": mobilenet_v2_baseline(num_classes=2), "pta": pta_mobilenet_v2(num_classes=2)}
-        run.hooks = PTAFitHooks(study.calib, SharedStatsStore(ck_root / checkpoint_name("pta", prof.name, seed)),
+        run.hooks = PTAFitHooks(study.calib, SharedStatsStore(ck_root / checkpoint_name("pta", run_name(prof), seed)),
                                 study.loaders["val"], prof.channels_last)
         hooks = {"nopta": {}, "pta": {"before_step": run.hooks.before_step, "eval_config": run.hooks.eval_config}}
         if interleave:
@@ -183,7 +160,7 @@ def train(study: Study, progress: bool = True, interleave: bool = True) -> pd.Da
             schedule = [(prof.pta_epochs, k) for k in ("nopta", "pta")]
         for epochs, key in schedule:
             run.histories[key] = fit(
-                run.models[key], study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, prof.name, seed),
+                run.models[key], study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, run_name(prof), seed),
                 epochs=epochs, lr=prof.pta_lr, seed=seed, channels_last=prof.channels_last,
                 lr_schedule=prof.lr_schedule, schedule_epochs=prof.pta_epochs, progress=progress, **hooks[key])
         run.shared_bn = run.hooks.store.get(weights_fingerprint(run.models["pta"]), "shared")
