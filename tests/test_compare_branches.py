@@ -14,7 +14,7 @@ from paperkit import complexity, config_tree, data, results, widgets
 from paperkit.batchnorm import training_calibration
 from paperkit.models.pta import CONFIGS, mobilenet_v2_baseline, pta_mobilenet_v2
 from paperkit.papers import SEED000_TABLES_3_4
-from paperkit.profiles import get_profile
+from paperkit.profiles import get_profile, run_name
 from paperkit.studies import branch_reports, compare_branches
 from paperkit.train import fit, predict_scores
 
@@ -23,16 +23,17 @@ PROFILE = get_profile("smoke", input_size=32, batch_size=8, num_workers=0, laten
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A run folder holding what notebook 01 leaves: 01_pta_smoke_s0 and 01_nopta_smoke_s0 checkpoints."""
+    """A run folder holding what notebook 01 leaves for PROFILE (a smoke variant, so its checkpoint folders
+    carry `profiles.run_name`): 01_pta_<run name>_s0 and 01_nopta_<run name>_s0."""
     base = tmp_path_factory.mktemp("widgets")
     root = build_tiny_celeba(base / "celeba", clean_tree(train_subjects=5, test_subjects=2, per_subject=4))
     run_dir = base / "run"
     loaders = data.make_loaders(root, PROFILE, 0)
     torch.manual_seed(0)
-    fit(pta_mobilenet_v2(num_classes=2), loaders, run_dir=run_dir, name="01_pta_smoke_s0", epochs=1, lr=1e-3,
+    fit(pta_mobilenet_v2(num_classes=2), loaders, run_dir=run_dir, name=f"01_pta_{run_name(PROFILE)}_s0", epochs=1, lr=1e-3,
         seed=0, before_step=lambda m, g: m.sample_config(g), eval_config=lambda m: m.configure("HHH"),
         progress=False)
-    fit(mobilenet_v2_baseline(num_classes=2), loaders, run_dir=run_dir, name="01_nopta_smoke_s0", epochs=1,
+    fit(mobilenet_v2_baseline(num_classes=2), loaders, run_dir=run_dir, name=f"01_nopta_{run_name(PROFILE)}_s0", epochs=1,
         lr=1e-3, seed=0, progress=False)
     return {"root": root, "run_dir": run_dir, "loaders": loaders}
 
@@ -60,9 +61,9 @@ def test_missing_checkpoint_says_to_run_notebook_01(tmp_path):
 
 
 def test_load_pta_gives_the_trained_weights(run):
-    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE)
     assert model.config == "HHH" and not model.training
-    ck = torch.load(compare_branches.checkpoint_path(run["run_dir"], "smoke"), weights_only=True)
+    ck = torch.load(compare_branches.checkpoint_path(run["run_dir"], run_name(PROFILE)), weights_only=True)
     for k, v in ck["best_state"].items():
         assert torch.equal(model.state_dict()[k], v), k
 
@@ -74,8 +75,8 @@ def test_all_27_configurations_paper_six_first():
 
 # ------------------------------------------------------------------------------------------ scores
 def test_staged_scores_equal_plain_forward(run):
-    model = compare_branches.load_pta(run["run_dir"], "smoke")
-    ref = compare_branches.load_nopta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE)
+    ref = compare_branches.load_nopta(run["run_dir"], PROFILE)
     loader = run["loaders"]["test"]
     got, labels = config_tree.staged_scores(model, loader, config_tree.ALL_CONFIGS, reference=ref)
     assert set(got) == set(config_tree.ALL_CONFIGS) | {config_tree.REFERENCE}
@@ -88,7 +89,7 @@ def test_staged_scores_equal_plain_forward(run):
 
 
 def test_staged_scores_restore_the_configuration(run):
-    model = compare_branches.load_pta(run["run_dir"], "smoke").configure("LBH")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE).configure("LBH")
     config_tree.staged_scores(model, run["loaders"]["val"], ["HHH", "BBB"])
     assert model.config == "LBH"
 
@@ -98,7 +99,7 @@ def test_staged_bn_equals_recalibrating_each_configuration(run):
     configuration followed by a plain forward gives (same crops): the shared prefix does not leak stats."""
     from paperkit.batchnorm import bn_buffers, recalibrate_bn
 
-    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE)
     calib = training_calibration(run["loaders"], PROFILE)
     before = bn_buffers(model)
     bn = config_tree.staged_bn_states(model, calib, ["HHH", "LLL", "BLH", "LBL"])
@@ -109,7 +110,7 @@ def test_staged_bn_equals_recalibrating_each_configuration(run):
     got, _ = config_tree.staged_scores(model, loader, ["HHH", "LLL", "BLH", "LBL"], bn=bn)
     plain = config_tree.staged_scores(model, loader, ["LLL"])[0]["LLL"]
     for cfg in ("HHH", "LLL", "BLH", "LBL"):
-        ref = compare_branches.load_pta(run["run_dir"], "smoke").configure(cfg)
+        ref = compare_branches.load_pta(run["run_dir"], PROFILE).configure(cfg)
         recalibrate_bn(ref, calib)
         for k, v in bn.full(cfg).items():
             torch.testing.assert_close(ref.state_dict()[k], v, msg=k)
@@ -125,7 +126,7 @@ def test_staged_bn_equals_recalibrating_each_configuration(run):
 
 
 def test_score_cache_recalibrates_once_per_configuration(run):
-    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE)
     calib = training_calibration(run["loaders"], PROFILE)
     cache = branch_reports.ScoreCache({k: run["loaders"][k] for k in ("val", "test")}, calib=calib)
     assert cache.bn_mode == "recalibrated"
@@ -139,7 +140,7 @@ def test_score_cache_recalibrates_once_per_configuration(run):
 
 
 def test_each_configuration_is_evaluated_once(run):
-    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE)
     cache = branch_reports.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
     cache.scores(model, "test", "LHB")
     assert cache.passes == 1
@@ -190,7 +191,7 @@ def test_summed_madds_reproduce_the_paper_at_128():
 
 
 def test_config_report_measures_when_not_given(run):
-    model = compare_branches.load_pta(run["run_dir"], "smoke")
+    model = compare_branches.load_pta(run["run_dir"], PROFILE)
     cache = branch_reports.ScoreCache({k: run["loaders"][k] for k in ("val", "test")})
     r = branch_reports.config_report(model, "hlb", cache, input_size=PROFILE.input_size)
     assert r["config"] == "HLB" and r["latency_ms"] > 0 and r["madds_m"] > 0 and r["samples"] == []

@@ -64,3 +64,33 @@ def test_manifest_merges_entries(tmp_path):
     assert set(m["entries"]) == {"00_data", "reproduce"}
     e = m["entries"]["00_data"]
     assert e["parameters"] == {"profile": "smoke"} and "torch" in e["packages"] and "git_revision" in e
+
+
+def test_overrides_resolve_once_and_keep_checkpoints_apart():
+    from paperkit import profiles
+
+    plain = profiles.resolve("smoke")
+    assert plain is profiles.get_profile("smoke") and profiles.run_name(plain) == "smoke"
+    prof = profiles.resolve("smoke", {"pta_epochs": 7, "seeds": [0, 1]})
+    assert prof.pta_epochs == 7 and prof.seeds == (0, 1) and prof.name == "smoke"
+    assert profiles.run_name(prof).startswith("smoke-") and profiles.run_name(prof) != "smoke"
+    assert profiles.run_name(profiles.resolve("smoke", {"pta_epochs": 7, "seeds": [0, 1]})) == profiles.run_name(prof)
+    with pytest.raises(TypeError, match="unknown profile field.*pta_epoch"):
+        profiles.resolve("smoke", {"pta_epoch": 1})
+    with pytest.raises(TypeError, match="overrides must be a dict"):
+        profiles.resolve("smoke", [("pta_epochs", 1)])
+
+
+def test_common_setup_carries_the_resolved_profile_and_records_the_parameters(tmp_path, monkeypatch):
+    from paperkit.studies import common
+
+    monkeypatch.setattr(common.data, "resolve_root", lambda root, prof, seed: tmp_path)
+    st = common.setup(common.Study, "00_data", "smoke", "", tmp_path, None, {"batch_size": 4}, loaders=False)
+    assert st.profile.batch_size == 4 and st.seeds == st.profile.seeds and st.root == tmp_path
+    assert st.parameters == {"profile": "smoke", "data_root": "", "run_dir": str(tmp_path), "seeds": None,
+                             "overrides": {"batch_size": 4}}
+    with pytest.raises(TypeError, match="takes the Profile that setup resolved"):
+        common.open_data("smoke", "")
+    path = common.record(st)
+    entry = json.loads(path.read_text())["entries"]["00_data"]
+    assert entry["parameters"]["overrides"] == {"batch_size": 4}

@@ -344,6 +344,18 @@ class BranchState:
     outputs: list[Path] = field(default_factory=list)
     source: str = "live"
     provenance: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)   # the notebook's, as `common.record` writes them
+    notebook: str = "05_compare_branches"
+
+    def record_parameters(self) -> dict[str, Any]:
+        return dict(self.parameters)
+
+    def skip_record(self) -> str:
+        """On the recorded path the manifest keeps the recorded run's entry (it vouches for the files shown)."""
+        if not self.recorded:
+            return ""
+        return (f"recorded run: {Path(self.run_dir or '.') / 'manifest.json'} keeps the entry of the run shown "
+                f"(git {self.provenance.get('git_revision', '?')})")
 
     @property
     def recorded(self) -> bool:

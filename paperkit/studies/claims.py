@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from paperkit import results
-from paperkit.profiles import Profile, get_profile, resolve_seeds
+from paperkit.studies import common
+from paperkit.profiles import Profile
 from paperkit.studies import seed_claims  # noqa: F401  (importing it registers the claims, in order)
 from paperkit.studies.claim_record import (CLAIMS, COLUMNS, FAILS, HOLDS, INCONCLUSIVE, NA, TABLES, VERDICTS,
                                           Unmeasurable, judge, load_run)
@@ -68,12 +69,16 @@ def write_claims(run_dir: str | Path, profile: str | Profile = "default", seeds:
     return df, results.write_table(run_dir, "claims", df)
 
 
-def setup(profile: str, data_root: str, seeds: Any) -> tuple[Profile, Path, tuple[int, ...]]:
-    """Notebook 04's profile, dataset root (for the manifest) and the training seeds to judge."""
-    from paperkit import data
+NOTEBOOK = "04_results"
 
-    prof = get_profile(profile)
-    return prof, Path(data.resolve_root(data_root or None, prof, prof.data_seed)), resolve_seeds(prof, seeds)
+
+def setup(profile: str = "default", data_root: str = "", run_dir: str = "../results", seeds: Any = None,
+          overrides: dict[str, Any] | None = None) -> common.Study:
+    """Notebook 04's study: the profile (+ `overrides`), the dataset root (for the manifest) and the
+    training seeds to judge (`study.seeds`); no loaders, this notebook reads the run's tables."""
+    study = common.setup(common.Study, NOTEBOOK, profile, data_root, run_dir, seeds, overrides, loaders=False)
+    print("dataset:", study.dataset, "| training seeds judged:", list(study.seeds))
+    return study
 
 
 # ---------------------------------------------------------------------------- side-by-side display

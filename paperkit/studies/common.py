@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Protocol, TypeVar
 
 import pandas as pd
 
@@ -99,7 +99,21 @@ def setup(cls: type[S], notebook: str, profile: str | Profile, data_root: str | 
                dataset=d.dataset, loaders=d.loaders, parameters=params, **fields)
 
 
-def record(study: Study, outputs: Any = None) -> Path | None:
+class Recordable(Protocol):
+    """What `record` needs: a `Study`, or notebook 05's `BranchState` (which may show a recorded run)."""
+
+    notebook: str
+    run_dir: Any
+    root: Any
+    started: float
+    outputs: list[Path]
+
+    def record_parameters(self) -> dict[str, Any]: ...
+
+    def skip_record(self) -> str: ...
+
+
+def record(study: Recordable, outputs: Any = None) -> Path | None:
     """The manifest entry every notebook ends with: its parameters, dataset, versions, wall time, outputs."""
     why = study.skip_record()
     if why:

@@ -72,7 +72,9 @@ def _missing(path: Path, profile: str, run_dir: str | Path, what: str, seed: int
 
 
 def _profile_name(profile: Any) -> str:
-    return profile if isinstance(profile, str) else str(profile.name)
+    """A profile name as checkpoint folders spell it (`profiles.run_name`: overridden profiles apart)."""
+    from paperkit.profiles import run_name
+    return profile if isinstance(profile, str) else run_name(profile)
 
 
 def load_pta(run_dir: str | Path, profile: Any = "default", seed: int = 0) -> PTAMobileNetV2:
@@ -268,8 +270,9 @@ def _recorded_notice(state: BranchState, checkpoint: Path) -> str:
 # Notebook 05's state: live from 01's checkpoint, or recorded
 # --------------------------------------------------------------------------------------------------
 def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path = "../results",
-            seeds: Any = None, configs: Sequence[str] = ALL_CONFIGS, n_samples: int = 8,
-            progress: bool = True, recalibrate: bool = True, fallback: bool = True) -> BranchState:
+            seeds: Any = None, overrides: Mapping[str, Any] | None = None, configs: Sequence[str] = ALL_CONFIGS,
+            n_samples: int = 8, progress: bool = True, recalibrate: bool = True, fallback: bool = True
+            ) -> BranchState:
     """Load 01's PTA model (and No-PTA reference) of the first of `seeds`, re-estimate BatchNorm
     statistics per configuration on clean training crops, score every configuration on val and test
     once, count params/MAdds, measure latency now, and build a report per configuration.
@@ -281,13 +284,15 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
     `recalibrate=False` scores every configuration with the statistics the checkpoint holds (what the
     paper's evaluation does with the shared running averages), for comparison only.
     """
-    from paperkit.profiles import get_profile, resolve_seeds
+    from paperkit.profiles import resolve, resolve_seeds
     from paperkit.studies.common import open_data
 
     started = time.time()
-    prof = get_profile(profile)
+    prof = resolve(profile, overrides)   # the one place the notebook's profile parameters become a Profile
     seed = resolve_seeds(prof, seeds)[0]
-    ckpt = checkpoint_path(run_dir, prof.name, "pta", seed)
+    params = {"profile": prof.name, "data_root": data_root or "", "run_dir": str(run_dir), "seeds": seeds,
+              **({"overrides": dict(overrides)} if overrides else {})}
+    ckpt = checkpoint_path(run_dir, _profile_name(prof), "pta", seed)
     if fallback and not ckpt.is_file():
         try:
             st = recorded_state(run_dir, prof.name, seed)
@@ -295,10 +300,11 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
             raise FileNotFoundError(f"{_missing(ckpt, prof.name, run_dir, 'PTA model', seed)}; and no recorded "
                                     f"numbers to show instead: {e}") from None
         st.started = started
+        st.parameters = params
         print(_recorded_notice(st, ckpt), flush=True)
         return st
-    model = load_pta(run_dir, prof.name, seed)  # fail fast, before building any data
-    ref = load_nopta(run_dir, prof.name, seed=seed)
+    model = load_pta(run_dir, prof, seed)  # fail fast, before building any data
+    ref = load_nopta(run_dir, prof, seed=seed)
     d = open_data(prof, data_root)
     root, loaders, dataset = d.root, d.loaders, d.dataset
     configs = [c for c in dict.fromkeys("".join(parse_config(c)) for c in configs)]
@@ -331,7 +337,7 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
     _check_table3(reports, run_dir, seed, cache.bn_mode)
     return BranchState(model=model, reports=reports, samples=samples, dataset=dataset, root=Path(root),
                        run_dir=Path(run_dir), profile=prof.name, seed=seed, started=started,
-                       bn=cache.bn_mode, timings=timings)
+                       bn=cache.bn_mode, timings=timings, parameters=params)
 
 
 def _check_table3(reports: Mapping[str, Mapping[str, Any]], run_dir: str | Path, seed: int = 0,
@@ -438,9 +444,11 @@ def save_outputs(state: BranchState, run_dir: str | Path, table: pd.DataFrame, c
     if state.recorded:
         print(f"recorded run: nothing written; {Path(run_dir) / 'tables'} keeps the recorded tables")
         return []
-    return [results.write_table(run_dir, RECORDED_TABLE, table),
-            results.write_table(run_dir, "branch_budget_choice", choices),
-            results.save_figure(run_dir, "branch_tradeoff", figure)]
+    written = [results.write_table(run_dir, RECORDED_TABLE, table),
+               results.write_table(run_dir, "branch_budget_choice", choices),
+               results.save_figure(run_dir, "branch_tradeoff", figure)]
+    state.outputs.extend(written)   # what common.record(state) lists in the manifest
+    return written
 
 
 def record_notebook(state: BranchState, run_dir: str | Path, params: Mapping[str, Any],

@@ -16,6 +16,19 @@ import numpy as np
 import pandas as pd
 
 from paperkit import celeba, data, index, results
+from paperkit.studies import common
+
+
+NOTEBOOK = "00_data"
+
+
+def setup(profile: str = "default", data_root: str = "", run_dir: str = "../results", seeds: Any = None,
+          overrides: dict[str, Any] | None = None) -> common.Study:
+    """Notebook 00's study: the profile (+ `overrides`) and the dataset root (the embedded synthetic one,
+    built once and cached, when `data_root` is empty); no loaders, this notebook reads the files."""
+    study = common.setup(common.Study, NOTEBOOK, profile, data_root, run_dir, seeds, overrides, loaders=False)
+    print("dataset:", study.dataset, "at", study.root)
+    return study
 
 
 def summary_table(root: str | os.PathLike) -> pd.DataFrame:

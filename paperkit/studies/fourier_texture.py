@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,10 @@ import torch
 
 from paperkit import deploy as deployment   # `deploy(study)` below is this notebook's deployment cell
 from paperkit import fourier, metrics, quiet, registry, results
-from paperkit.losses import fourier_loss_fn
+from paperkit.losses import LossFn, fourier_loss_fn
 from paperkit.models.texture import TextureNet, texture_net
 from paperkit.papers import SEED002
-from paperkit.profiles import Profile, run_name
+from paperkit.profiles import Profile, get_profile, run_name
 from paperkit.studies import common
 
 NOTEBOOK = "02_fourier_texture"
@@ -103,22 +103,37 @@ def checkpoint_name(key: str, profile: str, seed: int) -> str:
     return f"02_{key}_{profile}_s{seed}"
 
 
-def train(study: Study, progress: bool = True) -> pd.DataFrame:
+def train(study: Study, builder: Callable[..., TextureNet] = texture_net,
+          loss: Callable[[float], LossFn] = fourier_loss_fn, fourier_weight: float | None = None,
+          epochs: int | None = None, lr: float | None = None, progress: bool = True) -> pd.DataFrame:
     """Train the texture model with CE + w*MSE(spectrum) and, as the ablation, with CE only, per seed.
 
+    `builder` (called with num_classes=2), the Fourier arm's `loss` (a factory taking the weight `w`), `w`
+    and the budget (`epochs`, `lr`) are what the notebook shows; None takes the profile's. Values other
+    than the profile's become part of the profile (and of its `run_name`), another builder or loss part of
+    the checkpoint names, so an altered recipe never resumes the default one's checkpoints.
     Within a seed both arms start from identical weights and see the same batches and augmentations
     (the loop reseeds; the sampler is keyed by seed and epoch), so the paired comparison isolates the loss.
     """
     from paperkit.train import fit
 
     prof = study.profile
-    loss_fns = {"texture": fourier_loss_fn(prof.fourier_weight), "texture_no_fourier": None}
+    want = {"fourier_weight": prof.fourier_weight if fourier_weight is None else float(fourier_weight),
+            "texture_epochs": prof.texture_epochs if epochs is None else int(epochs),
+            "texture_lr": prof.texture_lr if lr is None else float(lr)}
+    if any(getattr(prof, k) != v for k, v in want.items()):
+        prof = study.profile = get_profile(prof, **want)
+        print(f"recipe differs from profile {prof.name}'s ({want}): checkpoints under {run_name(prof)}")
+    defaults = ((builder, texture_net), (loss, fourier_loss_fn))
+    suffix = "".join(f"-{getattr(f, '__name__', 'custom')}" for f, d in defaults if f is not d)
+    loss_fns = {"texture": loss(prof.fourier_weight), "texture_no_fourier": None}
     frames = []
     for seed in study.seeds:
         for key in MODELS:
             torch.manual_seed(seed)  # identical initial weights for both arms
-            model = texture_net(num_classes=2)
-            hist = fit(model, study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, run_name(prof), seed),
+            model = builder(num_classes=2)
+            hist = fit(model, study.loaders, run_dir=study.run_dir,
+                       name=checkpoint_name(key, run_name(prof), seed) + suffix,
                        epochs=prof.texture_epochs, lr=prof.texture_lr, seed=seed, loss_fn=loss_fns[key],
                        channels_last=prof.channels_last, lr_schedule=prof.lr_schedule,
                        schedule_epochs=prof.texture_epochs, progress=progress)

@@ -25,10 +25,12 @@ train-step benchmark, whose rounds give the time ratio a confidence interval.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,7 @@ from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, SharedStatsS
 from paperkit.config_tree import staged_bn_states, staged_scores
 from paperkit.models.pta import (CONFIGS, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
                                  parse_config, pta_mobilenet_v2)
+from paperkit.losses import LossFn, cross_entropy_loss
 from paperkit.papers import SEED000_TABLE5, SEED000_TABLES_3_4
 from paperkit.profiles import Profile, get_profile, run_name
 from paperkit.studies import common
@@ -127,26 +130,74 @@ def recipe(study: Study) -> dict[str, Any]:
     }
 
 
-def train(study: Study, progress: bool = True, interleave: bool = True) -> pd.DataFrame:
+def _variant(builders: Mapping[str, Callable[..., nn.Module]], sampler: Mapping[str, float] | None,
+             loss_fn: LossFn | None) -> dict[str, str]:
+    """Checkpoint-name suffix per model for a recipe other than seed 000's ("" for the default recipe)."""
+    out: dict[str, str] = {}
+    for key in ("nopta", "pta"):
+        parts = []
+        if builders[key] is not BUILDERS[key]:
+            parts.append(getattr(builders[key], "__name__", "builder"))
+        if key == "pta" and sampler is not None and dict(sampler) != PTA_TRAIN_PROBS:
+            parts.append("sampler" + hashlib.sha256(json.dumps(dict(sampler), sort_keys=True).encode()
+                                                    ).hexdigest()[:6])
+        if loss_fn is not None and loss_fn is not cross_entropy_loss:
+            parts.append(getattr(loss_fn, "__name__", "loss"))
+        out[key] = "".join(f"-{p}" for p in parts)
+    return out
+
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"nopta": mobilenet_v2_baseline, "pta": pta_mobilenet_v2}
+
+
+def _budget(study: Study, epochs: int | None, lr: float | None) -> Profile:
+    """The profile with the budget the notebook passed; a budget other than the profile's becomes part of
+    the profile (and so of `run_name`), so its checkpoints never resume the profile's own."""
+    prof = study.profile
+    epochs = prof.pta_epochs if epochs is None else int(epochs)
+    lr = prof.pta_lr if lr is None else float(lr)
+    if (epochs, lr) != (prof.pta_epochs, prof.pta_lr):
+        prof = get_profile(prof, pta_epochs=epochs, pta_lr=lr)
+        study.profile = prof
+        print(f"budget {epochs} epochs, lr {lr} differs from profile {prof.name}'s: checkpoints under "
+              f"{run_name(prof)}")
+    return prof
+
+
+def train(study: Study, builders: Mapping[str, Callable[..., nn.Module]] | None = None,
+          sampler: Mapping[str, float] | None = None, loss_fn: LossFn | None = None, epochs: int | None = None,
+          lr: float | None = None, progress: bool = True, interleave: bool = True) -> pd.DataFrame:
     """Train No-PTA and PTA (per-step configuration sampling, seed 000 Table 2) per seed with the shared loop.
+
+    `builders` ({"nopta": ..., "pta": ...}, called with num_classes=2), `sampler` (configuration ->
+    probability per training step), `loss_fn` (paperkit.losses; None: cross-entropy) and the budget
+    (`epochs`, `lr`; None: the profile's) are what the notebook shows; the defaults are seed 000's.
+    A builder, sampler or loss other than the defaults gets its own checkpoint folder.
 
     PTA is validated in HHH with BatchNorm recalibrated on clean training crops (`PTAFitHooks`), so the
     best epoch is chosen with statistics that belong to HHH. Checkpoints live in
     `run_dir/checkpoints/01_<model>_<profile>_s<seed>/`; a rerun resumes (or, when done, just reloads the
     best weights). Returns the per-epoch history of every model and seed (rates in percent), with
     `val_acer_shared_bn`: PTA's validation ACER with the training (shared) statistics.
+
+    Long because the interleaved epoch schedule and the PTA hooks are one recipe; split, it reads worse.
     """
     from paperkit.train import fit
 
-    prof = study.profile
+    builders = dict(BUILDERS if builders is None else builders)
+    if sorted(builders) != ["nopta", "pta"]:
+        raise ValueError(f"builders needs exactly the keys 'nopta' and 'pta', got {sorted(builders)}")
+    variant = _variant(builders, sampler, loss_fn)
+    prof = _budget(study, epochs, lr)
     ck_root = study.run_dir / "checkpoints"
     warmed = False
     for seed in study.seeds:
         run = study.runs.setdefault(seed, SeedRun(seed))
         torch.manual_seed(seed)  # same initial weights on every rerun (fit reseeds only the loop)
-        run.models = {"nopta": mobilenet_v2_baseline(num_classes=2), "pta": pta_mobilenet_v2(num_classes=2)}
-        run.hooks = PTAFitHooks(study.calib, SharedStatsStore(ck_root / checkpoint_name("pta", run_name(prof), seed)),
-                                study.loaders["val"], prof.channels_last)
+        run.models = {"nopta": builders["nopta"](num_classes=2), "pta": builders["pta"](num_classes=2)}
+        ck = {k: checkpoint_name(k, run_name(prof), seed) + variant.get(k, "") for k in ("nopta", "pta")}
+        run.hooks = PTAFitHooks(study.calib, SharedStatsStore(ck_root / ck["pta"]), study.loaders["val"],
+                                prof.channels_last, probs=None if sampler is None else dict(sampler))
         hooks = {"nopta": {}, "pta": {"before_step": run.hooks.before_step, "eval_config": run.hooks.eval_config}}
         if interleave:
             # Alternate who goes first each epoch (ABBA...), and warm both up, so neither model's epoch
@@ -158,10 +209,10 @@ def train(study: Study, progress: bool = True, interleave: bool = True) -> pd.Da
             schedule = [(e, k) for e in range(1, prof.pta_epochs + 1) for k in (order if e % 2 else order[::-1])]
         else:
             schedule = [(prof.pta_epochs, k) for k in ("nopta", "pta")]
-        for epochs, key in schedule:
+        for n_epochs, key in schedule:
             run.histories[key] = fit(
-                run.models[key], study.loaders, run_dir=study.run_dir, name=checkpoint_name(key, run_name(prof), seed),
-                epochs=epochs, lr=prof.pta_lr, seed=seed, channels_last=prof.channels_last,
+                run.models[key], study.loaders, run_dir=study.run_dir, name=ck[key], epochs=n_epochs,
+                lr=prof.pta_lr, seed=seed, loss_fn=loss_fn, channels_last=prof.channels_last,
                 lr_schedule=prof.lr_schedule, schedule_epochs=prof.pta_epochs, progress=progress, **hooks[key])
         run.shared_bn = run.hooks.store.get(weights_fingerprint(run.models["pta"]), "shared")
     study.timings["bn_recalibration_validation_s"] = [s for r in study.runs.values() if r.hooks

@@ -54,6 +54,7 @@ class PTAFitHooks:
     val_loader: Any
     channels_last: bool = True
     config: str = VALIDATION_CONFIG
+    probs: dict[str, float] | None = None   # per-step configuration sampler; None: seed 000 Table 2
     recalibration_s: list[float] = field(default_factory=list)
     _need_restore: bool = True
 
@@ -67,7 +68,7 @@ class PTAFitHooks:
             if shared is not None:
                 load_bn_buffers(model, shared)
             self._need_restore = False
-        model.sample_config(generator)  # type: ignore[operator]
+        model.sample_config(generator, self.probs)  # type: ignore[operator]
 
     def eval_config(self, model: nn.Module) -> None:
         from paperkit.train import evaluate_model
