@@ -260,7 +260,7 @@ def method_table(run: DistillRun) -> pd.DataFrame:
     p = run.profile
     w = f"tau={run.kd_pair[0]:g}, alpha={run.kd_pair[1]:g}" if run.kd_pair else "chosen by select_kd"
     rows = [
-        ("teacher", "teacher_net('efficientnet_lite0'): frozen ImageNet backbone + AuxHead (7 cue heads + "
+        ("teacher", "teacher_net(backbone='efficientnet_lite0'): frozen ImageNet backbone + AuxHead (7 cue heads + "
          "live/spoof)", "seed 001: frozen RegNet-32g (SEER) + 8 binary heads; not available offline"),
         ("teacher loss", f"reduced_focal_loss(gamma={p.focal_gamma:g}, threshold={p.focal_threshold:g}) on "
          f"live/spoof + {CUE_WEIGHT:g} x on the known cues", "seed 001: Reduced Focal Loss; silent on gamma, "
