@@ -24,9 +24,10 @@ def _samples(n_subjects: int = 10, per: int = 4) -> list[index.Sample]:
 
 
 def _run(root: Path, loaders: dict, pool: distillation.Pool | None) -> distillation.DistillRun:
-    return distillation.DistillRun(profile=PROF, root=root, run_dir=root / "run", seeds=(0,), tau=4.0, alpha=0.7,
-                              student="pta_mobilenet_v2", dataset="synthetic (test)", loaders=loaders,
-                              cue_counts={}, pool=pool, kd_pair=(2.0, 0.9))
+    return distillation.DistillRun(notebook=distillation.NOTEBOOK, profile=PROF, root=root, run_dir=root / "run",
+                                   seeds=(0,), tau=4.0, alpha=0.7,
+                                   student="pta_mobilenet_v2", dataset="synthetic (test)", loaders=loaders,
+                                   cue_counts={}, pool=pool, kd_pair=(2.0, 0.9))
 
 
 # ------------------------------------------------------------------------------------------ pool

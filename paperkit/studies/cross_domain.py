@@ -22,7 +22,7 @@ from paperkit.studies.distillation import (
     seed_rows,
     train_one,
 )
-from paperkit.studies.teacher_training import fit_head, fresh_head, head_epochs, labels_and_cues, train_views
+from paperkit.studies.teacher_training import fit_head, fresh_head, head_recipe, labels_and_cues, train_views
 
 CROSS_DOMAIN_MODELS: tuple[str, ...] = ("teacher", "student_alone", "student_kd")
 
@@ -95,9 +95,7 @@ def cross_domain_table(run: DistillRun, models: Sequence[str] = CROSS_DOMAIN_MOD
             vy, _ = labels_and_cues(va)
             assert run.cache is not None
             fit_head(t_a, train_views(run, tr), y, cues, run.cache.features(va, None), vy,
-                     epochs=head_epochs(prof), lr=prof.teacher_lr, seed=seed,
-                     batch_size=prof.batch_size, gamma=prof.focal_gamma, threshold=prof.focal_threshold,
-                     name=f"teacher[{a}] seed {seed}")
+                     seed=seed, name=f"teacher[{a}] seed {seed}", **head_recipe(run))
             trained: dict[str, nn.Module] = {"teacher": t_a}
             for name in models:
                 if name != "teacher":

@@ -2,7 +2,8 @@
 SWAP metrics (seed 003), cross-domain HTER at frame and video level (seed 001).
 
 Flow (each step is one notebook cell; the module that holds it in brackets):
-  run = setup(profile, data_root, run_dir, seeds, kd_tau, kd_alpha, kd_grid, kd_grid_epochs, unlabelled_fraction)
+  run = setup(profile, data_root, run_dir, seeds, overrides, kd_tau, kd_alpha, kd_grid, kd_grid_epochs,
+              unlabelled_fraction, student)                        a common.Study; profile + overrides resolved once
   method_table(run)         what is trained how, and which seed says so (or is silent)
   train_teacher(run)        [teacher_training] per seed: frozen EfficientNet-Lite0 + 8-head classifier, Reduced
                             Focal Loss, AdamW, trained on cached backbone features
@@ -15,6 +16,7 @@ Flow (each step is one notebook cell; the module that holds it in brackets):
   cross_domain_table(run)   [cross_domain] tables/cross_domain_hter.csv
   tradeoff_figure(run)      [swap] figures/distill_tradeoff.png
   history_table(run)        tables/distill_history.csv
+  common.record(run)        the manifest entry (run.record_parameters(): parameters, choices, timings)
 
 Why tau/alpha are tuned for seed 001's form: its soft term as printed has no tau^2 factor, so at the
 profile's tau=4, alpha=0.7 its gradient is ~16x weaker than Hinton's and the "distilled" student learns
@@ -41,7 +43,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,8 +56,8 @@ from paperkit import device as devices
 from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, soft_weight
 from paperkit.models.students import STUDENT_WIDTH
 from paperkit.models.teacher import Teacher, check_cues_agree, count_params
-from paperkit.profiles import Profile, get_profile, resolve_seeds
-from paperkit.studies.common import open_data
+from paperkit.profiles import Profile, run_name
+from paperkit.studies import common
 from paperkit.studies.teacher_training import (
     CUE_WEIGHT,
     TEACHER_WEIGHT_DECAY,
@@ -94,19 +96,14 @@ class Pool:
 
 
 @dataclass
-class DistillRun:
-    """Everything the notebook's cells share: parameters, data, trained models per seed, timings."""
+class DistillRun(common.Study):
+    """Everything the notebook's cells share (on top of `common.Study`): KD parameters, the pool, trained
+    models per seed."""
 
-    profile: Profile
-    root: Path
-    run_dir: Path
-    seeds: tuple[int, ...]
-    tau: float                      # seed 003 / Hinton student (the profile's kd_tau unless overridden)
-    alpha: float
-    student: str
-    dataset: str
-    loaders: dict[str, DataLoader]
-    cue_counts: dict[str, int]
+    tau: float = 4.0                # seed 003 / Hinton student (setup: the profile's kd_tau unless given)
+    alpha: float = 0.7
+    student: str = "pta_mobilenet_v2"
+    cue_counts: dict[str, Any] = field(default_factory=dict)
     kd_grid: tuple[tuple[float, float], ...] = KD_GRID
     kd_grid_epochs: int = KD_GRID_EPOCHS
     unlabelled_fraction: float = UNLABELLED_FRACTION
@@ -118,12 +115,30 @@ class DistillRun:
     cache: FeatureCache | None = None
     students: dict[int, dict[str, nn.Module]] = field(default_factory=dict)
     histories: dict[tuple[int, str], pd.DataFrame] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    outputs: list[Path] = field(default_factory=list)
+    teacher_recipe: dict[str, Any] = field(default_factory=dict)   # fit_head's arguments: set by train_teacher
+    student_builder: Callable[[str, int], nn.Module] | None = None  # None: build_student
+    student_epochs: int | None = None                              # None: the profile's student_epochs
+    student_lr: float | None = None                                # None: the profile's student_lr
+
+    @property
+    def ck_root(self) -> str:
+        """`distill`, or `distill_<run_name>` for an overridden profile, whose checkpoints must not resume the
+        plain profile's (`profiles.run_name`)."""
+        name = run_name(self.profile)
+        return "distill" if name == self.profile.name else f"distill_{name}"
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints" / "distill"
+        return self.run_dir / "checkpoints" / self.ck_root
+
+    @property
+    def epochs(self) -> int:
+        """The students' full budget (the learning-rate schedule of every student run spans it)."""
+        return int(self.profile.student_epochs if self.student_epochs is None else self.student_epochs)
+
+    @property
+    def lr(self) -> float:
+        return float(self.profile.student_lr if self.student_lr is None else self.student_lr)
 
     @property
     def data_seed(self) -> int:
@@ -150,6 +165,10 @@ class DistillRun:
                 "unlabelled_fraction": self.unlabelled_fraction,
                 "student": f"{self.student}(width={STUDENT_WIDTH})" if self.student == "pta_mobilenet_v2"
                 else self.student}
+
+    def record_parameters(self) -> dict[str, Any]:
+        """The notebook's parameters, this run's KD choices (`params`) and its step timings."""
+        return {**self.parameters, **self.params(), "timings_s": {k: round(v, 1) for k, v in self.timings.items()}}
 
 
 def _check_grid(grid: Any) -> tuple[tuple[float, float], ...]:
@@ -188,43 +207,50 @@ def make_pool(samples: Sequence[index.Sample], fraction: float, seed: int) -> Po
 
 
 def setup(profile: str | Profile = "default", data_root: str | None = "", run_dir: str = "../results",
-          seeds: Any = None, kd_tau: float | None = None, kd_alpha: float | None = None,
-          kd_grid: Any = None, kd_grid_epochs: int = KD_GRID_EPOCHS,
+          seeds: Any = None, overrides: dict[str, Any] | None = None, kd_tau: float | None = None,
+          kd_alpha: float | None = None, kd_grid: Any = None, kd_grid_epochs: int = KD_GRID_EPOCHS,
           unlabelled_fraction: float = UNLABELLED_FRACTION, student: str = "pta_mobilenet_v2") -> DistillRun:
-    """Validate parameters, resolve the dataset, build loaders and the unlabelled pool, check the cue side file.
+    """Validate parameters, resolve the profile (+ `overrides`) and the dataset, build loaders and the
+    unlabelled pool, check the cue side file.
 
     kd_tau/kd_alpha: Hinton's student (None: the profile's). kd_grid: [tau, alpha] candidates for seed 001's
-    printed loss (None: KD_GRID; [] keeps kd_tau/kd_alpha). seeds: None = the profile's seeds."""
-    prof = get_profile(profile) if isinstance(profile, str) else profile
-    tau = prof.kd_tau if kd_tau is None else float(kd_tau)
-    alpha = prof.kd_alpha if kd_alpha is None else float(kd_alpha)
-    check_kd_params(tau, alpha)
+    printed loss (None: KD_GRID; [] keeps kd_tau/kd_alpha). seeds: None = the profile's seeds.
+    student: the student architecture's name in `paperkit.registry.STUDENTS`."""
+    for v in (kd_tau, kd_alpha):
+        if v is not None and not isinstance(v, (int, float)):
+            raise ValueError(f"kd_tau and kd_alpha must be numbers or None, got {v!r}")
+    if kd_tau is not None and kd_alpha is not None:
+        check_kd_params(float(kd_tau), float(kd_alpha))
     grid = _check_grid(kd_grid)
     if isinstance(kd_grid_epochs, bool) or not isinstance(kd_grid_epochs, int) or kd_grid_epochs < 1:
         raise ValueError(f"kd_grid_epochs must be an int >= 1, got {kd_grid_epochs!r}")
     if student not in registry.STUDENTS:
         raise ValueError(f"unknown student {student!r}; choose one of {registry.STUDENTS.names()}")
-    seed_list = resolve_seeds(prof, seeds)
-    d = open_data(prof, data_root)
-    root, loaders = d.root, d.loaders
-    cue_file = root / "metas" / "paperkit" / "attack_cues.json"
+    run = common.setup(DistillRun, NOTEBOOK, profile, data_root, run_dir, seeds, overrides, student=student,
+                       kd_grid=grid, kd_grid_epochs=kd_grid_epochs)
+    prof, loaders = run.profile, run.loaders
+    run.tau = prof.kd_tau if kd_tau is None else float(kd_tau)
+    run.alpha = prof.kd_alpha if kd_alpha is None else float(kd_alpha)
+    check_kd_params(run.tau, run.alpha)
+    run.kd_pair = None if grid else (run.tau, run.alpha)
+    assert run.root is not None
+    cue_file = run.root / "metas" / "paperkit" / "attack_cues.json"
     source = str(cue_file) if cue_file.is_file() else \
         "derived from CelebA-Spoof labels (paperkit.celeba.derived_cues)"
     all_samples = [s for k in ("train", "val", "test") for s in loaders[k].dataset.samples]
     counts = check_cues_agree(all_samples, source=source)
     counts["source"] = source  # type: ignore[assignment]
-    pool = make_pool(loaders["train"].dataset.samples, unlabelled_fraction, prof.data_seed)
-    run = DistillRun(profile=prof, root=Path(root), run_dir=Path(run_dir), seeds=seed_list, tau=tau, alpha=alpha,
-                     student=student, dataset=d.dataset, loaders=loaders, cue_counts=counts, kd_grid=grid,
-                     kd_grid_epochs=kd_grid_epochs, unlabelled_fraction=float(unlabelled_fraction), pool=pool,
-                     kd_pair=None if grid else (tau, alpha))
+    run.cue_counts = counts
+    run.pool = pool = make_pool(loaders["train"].dataset.samples, unlabelled_fraction, prof.data_seed)
+    run.unlabelled_fraction = float(unlabelled_fraction)
     pool_txt = (f"{len(pool.unlabelled_subjects)} of {len({s.subject for s in loaders['train'].dataset.samples})} "
                 f"training subjects ({len(pool.unlabelled)} images) unlabelled" if pool else "no unlabelled pool")
     print(f"dataset: {run.dataset}\n  train {len(loaders['train'].dataset)}  val {len(loaders['val'].dataset)}  "
           f"test {len(loaders['test'].dataset)} images; cues: {source} "
           f"({counts['unknown_cue_entries']} unknown cue entries, ignored by the loss)\n"
-          f"  seeds {list(seed_list)} (data seed {prof.data_seed}); Hinton KD tau={tau} alpha={alpha}; "
-          f"seed-001 KD grid {[list(p) for p in grid] or 'none'} ({kd_grid_epochs} epoch(s) each)\n"
+          f"  profile {run_name(prof)}; seeds {list(run.seeds)} (data seed {prof.data_seed}); Hinton KD "
+          f"tau={run.tau} alpha={run.alpha}; seed-001 KD grid {[list(p) for p in grid] or 'none'} "
+          f"({kd_grid_epochs} epoch(s) each)\n"
           f"  pool: {pool_txt}; student {run.params()['student']}")
     return run
 
@@ -234,7 +260,7 @@ def method_table(run: DistillRun) -> pd.DataFrame:
     p = run.profile
     w = f"tau={run.kd_pair[0]:g}, alpha={run.kd_pair[1]:g}" if run.kd_pair else "chosen by select_kd"
     rows = [
-        ("teacher", "teacher_net('efficientnet_lite0'): frozen ImageNet backbone + AuxHead (7 cue heads + "
+        ("teacher", "teacher_net(backbone='efficientnet_lite0'): frozen ImageNet backbone + AuxHead (7 cue heads + "
          "live/spoof)", "seed 001: frozen RegNet-32g (SEER) + 8 binary heads; not available offline"),
         ("teacher loss", f"reduced_focal_loss(gamma={p.focal_gamma:g}, threshold={p.focal_threshold:g}) on "
          f"live/spoof + {CUE_WEIGHT:g} x on the known cues", "seed 001: Reduced Focal Loss; silent on gamma, "
@@ -242,7 +268,7 @@ def method_table(run: DistillRun) -> pd.DataFrame:
         ("teacher optimiser", f"AdamW lr={p.teacher_lr:g}, weight decay {TEACHER_WEIGHT_DECAY:g}, "
          f"{p.teacher_epochs} augmented view(s) x {head_passes(p)} head passes, batch {p.batch_size}",
          "seed 001: AdamW, lr 1e-6, 3 epochs; silent on batch size and weight decay"),
-        ("student", f"{run.params()['student']}, Adam lr={p.student_lr:g}, {p.student_epochs} epochs, "
+        ("student", f"build_student: {run.params()['student']}, Adam lr={run.lr:g}, {run.epochs} epochs, "
          f"batch {p.batch_size}, same init per seed", "seed 001: EfficientNet-B3; seed 003: < 1 M parameters; "
          "both silent on the student's optimiser and budget"),
         ("student_kd (seed 001)", f"kd_weighted_loss, (1-alpha) CE + alpha soft CE (no tau^2), {w}; grid "
@@ -257,6 +283,29 @@ def method_table(run: DistillRun) -> pd.DataFrame:
          f"resamples), latency {p.latency_rounds} interleaved rounds x {p.latency_iters}", "paperkit"),
     ]
     return pd.DataFrame(rows, columns=["component", "this run", "seeds say"])
+
+
+def kd_losses(run: DistillRun) -> pd.DataFrame:
+    """The students' losses as `train_students` will build them (`paperkit.losses.kd_loss_fn`): which loss,
+    its tau and alpha, and the soft term's rough weight against the hard one (`paperkit.losses.soft_weight`)."""
+    rows = []
+    for name in ALL_STUDENTS if run.pool is not None else STUDENTS:
+        kind = KD_KIND[name]
+        if kind is None:
+            rows.append({"student": name, "loss": "cross-entropy (F.cross_entropy)", "kd_tau": math.nan,
+                         "kd_alpha": math.nan, "soft_weight": math.nan, "tau/alpha from": "-"})
+            continue
+        loss = "paperkit.losses.kd_hinton_loss" if kind == "hinton" else "paperkit.losses.kd_weighted_loss"
+        if kind == "weighted" and run.kd_pair is None:
+            rows.append({"student": name, "loss": loss, "kd_tau": math.nan, "kd_alpha": math.nan,
+                         "soft_weight": math.nan, "tau/alpha from": f"select_kd over grid "
+                         f"{[list(g) for g in run.kd_grid]} ({run.kd_grid_epochs}-epoch runs)"})
+            continue
+        tau, alpha = run.kd_params(name)
+        rows.append({"student": name, "loss": loss, "kd_tau": tau, "kd_alpha": alpha,
+                     "soft_weight": soft_weight(tau, alpha, kind),
+                     "tau/alpha from": "kd_tau / kd_alpha" if kind == "hinton" or not run.kd_grid else "select_kd"})
+    return pd.DataFrame(rows)
 
 
 # ============================================================================================ students
@@ -324,19 +373,26 @@ def _student_loaders(run: DistillRun, name: str) -> dict[str, DataLoader]:
 
 def ck_name(run: DistillRun, seed: int, name: str, pair: tuple[float, float] | None = None,
              prefix: str = "") -> str:
-    base = f"distill/{run.student}/seed{seed}/{prefix}{name}"
+    base = f"{run.ck_root}/{run.student}/seed{seed}/{prefix}{name}"
     if KD_KIND[name]:
         tau, alpha = pair or run.kd_params(name)
         base += f"_t{tau:g}_a{alpha:g}"
     if name in POOL_STUDENTS:
         base += f"_u{run.unlabelled_fraction:g}"
+    # a builder or budget other than the default's gets its own checkpoint (the default's names are unchanged)
+    if run.student_builder is not None:
+        base += f"_b{getattr(run.student_builder, '__name__', 'custom')}"
+    if run.student_epochs is not None:
+        base += f"_e{run.student_epochs}"
+    if run.student_lr is not None:
+        base += f"_lr{run.student_lr:g}"
     return base
 
 
 def train_one(run: DistillRun, seed: int, name: str, loaders: dict[str, DataLoader], teacher: Teacher | None,
                ck_name: str, use_cache: bool = False, epochs: int | None = None,
                pair: tuple[float, float] | None = None) -> tuple[nn.Module, pd.DataFrame]:
-    model = build_student(run.student, seed)
+    model = (run.student_builder or build_student)(run.student, seed)
     kind = KD_KIND[name]
     lookup = None
     if kind is not None and use_cache and run.cache is not None and teacher is not None:
@@ -346,12 +402,12 @@ def train_one(run: DistillRun, seed: int, name: str, loaders: dict[str, DataLoad
     if kind is not None:
         tau, alpha = pair or run.kd_params(name)
         loss_fn = kd_loss_fn(teacher, kind, tau, alpha, cached_logits=lookup)  # type: ignore[arg-type]
-    hist = train.fit(model, loaders, run_dir=run.run_dir, name=ck_name, epochs=epochs or run.profile.student_epochs,
-                     lr=run.profile.student_lr, seed=seed, loss_fn=loss_fn, eval_config=_eval_config,
+    hist = train.fit(model, loaders, run_dir=run.run_dir, name=ck_name, epochs=epochs or run.epochs,
+                     lr=run.lr, seed=seed, loss_fn=loss_fn, eval_config=_eval_config,
                      channels_last=run.profile.channels_last, lr_schedule=run.profile.lr_schedule,
                      # the full budget even for a short grid run: it is then the first epoch of the
                      # full run, which the selected candidate resumes
-                     schedule_epochs=run.profile.student_epochs, progress=False)
+                     schedule_epochs=run.epochs, progress=False)
     return model.eval(), hist.to_frame()
 
 
@@ -360,17 +416,41 @@ def _cache_student_views(run: DistillRun) -> None:
     KD students need no backbone pass (the teacher's head runs on the cached features)."""
     assert run.cache is not None
     tr = run.loaders["train"].dataset
-    for v in range(run.profile.student_epochs):
+    for v in range(run.epochs):
         run.cache.features(tr, v)
 
 
-def select_kd(run: DistillRun) -> pd.DataFrame:
+def set_student_recipe(run: DistillRun, builder: Callable[[str, int], nn.Module] | None = None,
+                       epochs: int | None = None, lr: float | None = None) -> None:
+    """Keep the students' builder and budget on the run (None: as chosen before; at first build_student and
+    the profile's student_epochs / student_lr), so that every later student (grid, SWAP, pool, cross-domain)
+    is built and trained alike. A budget other than the profile's is better set through `overrides`, which
+    also keeps its checkpoints apart (`profiles.run_name`)."""
+    if builder is not None:
+        if not callable(builder):
+            raise TypeError(f"builder must be callable(kind, seed) -> nn.Module, got {builder!r}")
+        run.student_builder = None if builder is build_student else builder
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+        run.student_epochs = None if epochs == run.profile.student_epochs else epochs
+    if lr is not None:
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        run.student_lr = None if float(lr) == float(run.profile.student_lr) else float(lr)
+
+
+def select_kd(run: DistillRun, builder: Callable[[str, int], nn.Module] | None = None,
+              epochs: int | None = None, lr: float | None = None) -> pd.DataFrame:
     """Choose seed 001's (tau, alpha) on validation ACER: one short run per grid candidate (first seed).
+
+    builder / epochs (the full student budget the schedule spans) / lr: see `set_student_recipe`.
 
     Selection: lowest best-epoch validation ACER within the short run, ties to the higher validation AUC.
     The chosen candidate's checkpoint is resumed to the full budget by train_students. Writes
     tables/kd_selection.csv (every candidate, its val ACER, soft/hard weight, and which one was chosen)."""
     t0 = time.perf_counter()
+    set_student_recipe(run, builder, epochs, lr)
     seed = run.seeds[0]
     if not run.kd_grid:
         run.kd_pair = (run.tau, run.alpha)
@@ -413,11 +493,14 @@ def select_kd(run: DistillRun) -> pd.DataFrame:
     return df
 
 
-def train_students(run: DistillRun, names: Sequence[str] | None = None) -> pd.DataFrame:
+def train_students(run: DistillRun, names: Sequence[str] | None = None,
+                   builder: Callable[[str, int], nn.Module] | None = None, epochs: int | None = None,
+                   lr: float | None = None) -> pd.DataFrame:
     """Per seed, the same student (architecture, initial weights, data order, epochs, lr) trained alone, with
     seed 001's and Hinton's KD, and (with a pool) seed 001's KD on the labelled subjects with / without the
-    unlabelled images."""
+    unlabelled images. builder (default `build_student`), epochs, lr: see `set_student_recipe`."""
     t0 = time.perf_counter()
+    set_student_recipe(run, builder, epochs, lr)
     names = tuple(names) if names is not None else STUDENTS + (POOL_STUDENTS if run.pool is not None else ())
     bad = sorted(set(names) - set(KD_KIND))
     if bad:

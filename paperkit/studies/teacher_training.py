@@ -31,7 +31,7 @@ from paperkit import data, deploy, metrics, quiet, results
 from paperkit import device as devices
 from paperkit.losses import reduced_focal_loss
 from paperkit.models.teacher import AuxHead, Teacher, count_params, load_teacher, save_teacher, teacher_net
-from paperkit.profiles import Profile
+from paperkit.profiles import Profile, run_name
 
 if TYPE_CHECKING:
     from paperkit.studies.distillation import DistillRun
@@ -173,15 +173,18 @@ def head_scores(teacher: Teacher, feats: torch.Tensor) -> np.ndarray:
 def fit_head(teacher: Teacher, views: Sequence[torch.Tensor], y: torch.Tensor, cues: torch.Tensor,
              val_feats: torch.Tensor, val_y: torch.Tensor, *, epochs: int, lr: float, seed: int,
              batch_size: int, gamma: float, threshold: float, cue_weight: float = CUE_WEIGHT,
+             weight_decay: float = TEACHER_WEIGHT_DECAY, loss: Callable[..., torch.Tensor] = reduced_focal_loss,
              name: str = "teacher") -> pd.DataFrame:
-    """Train the 8-head classifier on cached features (Reduced Focal Loss, AdamW); keep the best-val-ACER head.
+    """Train the 8-head classifier on cached features (`loss`, by default the Reduced Focal Loss, with
+    `gamma`/`threshold` on the live/spoof head + `cue_weight` x the same on the cue heads; AdamW); keep the
+    best-val-ACER head.
 
     Epoch e uses augmented view e mod len(views). Without validation images the last epoch is kept.
     """
     torch.manual_seed(seed)   # dropout draws from the global generator
     home = devices.model_device(teacher.head)
     head = teacher.head.cpu()  # the head is tiny and its cached features live on the CPU
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=TEACHER_WEIGHT_DECAY)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = len(y)
     if n == 0:
@@ -198,12 +201,12 @@ def fit_head(teacher: Teacher, views: Sequence[torch.Tensor], y: torch.Tensor, c
             if len(idx) < 2 and n > 1:
                 continue
             logits, cl = head(f[idx])
-            loss = reduced_focal_loss(logits, y[idx], gamma, threshold)
-            loss = loss + cue_weight * reduced_focal_loss(cl, cues[idx], gamma, threshold)
+            value = loss(logits, y[idx], gamma, threshold)
+            value = value + cue_weight * loss(cl, cues[idx], gamma, threshold)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(value.detach()) * len(idx)
         row: dict[str, float] = {"epoch": ep + 1, "train_loss": total / n, "epoch_time_s": time.perf_counter() - t0}
         if len(val_y):
             m = metrics.evaluate(head_scores(teacher, val_feats), val_y.numpy())
@@ -226,13 +229,34 @@ def fit_head(teacher: Teacher, views: Sequence[torch.Tensor], y: torch.Tensor, c
 
 
 # ============================================================================================ teacher
-def _teacher_meta(run: DistillRun, seed: int) -> dict[str, Any]:
+def head_recipe(run: DistillRun) -> dict[str, Any]:
+    """`fit_head`'s arguments for every teacher head of the run (seed teachers, the pool's labelled-only
+    head, the cross-domain heads): what `train_teacher` was given, else the profile's values."""
+    prof = run.profile
+    r: dict[str, Any] = {"epochs": head_epochs(prof), "lr": prof.teacher_lr, "batch_size": prof.batch_size,
+                         "gamma": prof.focal_gamma, "threshold": prof.focal_threshold, "cue_weight": CUE_WEIGHT,
+                         "weight_decay": TEACHER_WEIGHT_DECAY, "loss": reduced_focal_loss}
+    r.update(run.teacher_recipe)
+    return r
+
+
+def _teacher_meta(run: DistillRun, seed: int, backbone: str = "efficientnet_lite0") -> dict[str, Any]:
     info = results.dataset_info(run.root)
-    return {"profile": run.profile.name, "seed": seed, "data_seed": run.data_seed, "dataset": info["name"],
+    r = head_recipe(run)
+    meta = {"profile": run_name(run.profile), "seed": seed, "data_seed": run.data_seed, "dataset": info["name"],
             "fingerprint": info["fingerprint"], "input_size": run.profile.input_size,
-            "epochs": run.profile.teacher_epochs, "lr": run.profile.teacher_lr,
-            "gamma": run.profile.focal_gamma, "threshold": run.profile.focal_threshold,
-            "head_passes_per_view": head_passes(run.profile), "cue_weight": CUE_WEIGHT}
+            "epochs": run.profile.teacher_epochs, "lr": r["lr"], "gamma": r["gamma"], "threshold": r["threshold"],
+            "head_passes_per_view": head_passes(run.profile), "cue_weight": r["cue_weight"]}
+    # recorded only when they differ from the default, so the default's checkpoints stay valid
+    if r["weight_decay"] != TEACHER_WEIGHT_DECAY:
+        meta["weight_decay"] = r["weight_decay"]
+    if r["loss"] is not reduced_focal_loss:
+        meta["loss"] = getattr(r["loss"], "__name__", repr(r["loss"]))
+    if r["batch_size"] != run.profile.batch_size:
+        meta["batch_size"] = r["batch_size"]
+    if backbone != "efficientnet_lite0":
+        meta["backbone"] = backbone
+    return meta
 
 
 def head_passes(prof: Profile) -> int:
@@ -254,8 +278,17 @@ def _teacher_ckpt(run: DistillRun, seed: int) -> Path:
     return run.ckpt_dir / f"teacher_seed{seed}.pt"
 
 
-def train_teacher(run: DistillRun, backbone: str = "efficientnet_lite0", retrain: bool = False) -> pd.DataFrame:
-    """Per seed: build the teacher (frozen pretrained backbone), train its 8 heads on cached features, save it.
+def train_teacher(run: DistillRun, backbone: str = "efficientnet_lite0", retrain: bool = False, *,
+                  loss: Callable[..., torch.Tensor] = reduced_focal_loss, gamma: float | None = None,
+                  threshold: float | None = None, cue_weight: float = CUE_WEIGHT, lr: float | None = None,
+                  weight_decay: float = TEACHER_WEIGHT_DECAY, batch_size: int | None = None) -> pd.DataFrame:
+    """Per seed: build the teacher (`teacher_net(backbone=...)`: frozen pretrained backbone + AuxHead), train
+    its 8 heads on cached features, save it.
+
+    The heads' loss: `loss` (Reduced Focal Loss) with `gamma` and `threshold` (None: the profile's
+    focal_gamma / focal_threshold) on the live/spoof head plus `cue_weight` x the same on the 7 cue heads;
+    AdamW with `lr` (None: the profile's teacher_lr) and `weight_decay`; `batch_size` None: the profile's.
+    The same recipe trains the pool's and the cross-domain teacher heads (`head_recipe`).
 
     The backbone is the same for every seed (frozen ImageNet weights), so its features are computed once;
     the seed draws the head's initialisation, dropout and batch order. A checkpoint
@@ -264,11 +297,17 @@ def train_teacher(run: DistillRun, backbone: str = "efficientnet_lite0", retrain
     """
     t0 = time.perf_counter()
     prof = run.profile
+    run.teacher_recipe = {"loss": loss, "cue_weight": float(cue_weight), "weight_decay": float(weight_decay),
+                          **({"gamma": float(gamma)} if gamma is not None else {}),
+                          **({"threshold": float(threshold)} if threshold is not None else {}),
+                          **({"lr": float(lr)} if lr is not None else {}),
+                          **({"batch_size": int(batch_size)} if batch_size is not None else {})}
+    recipe = head_recipe(run)
     frames = []
     for seed in run.seeds:
         ck = _teacher_ckpt(run, seed)
         meta_file = ck.with_suffix(".json")
-        meta = _teacher_meta(run, seed)
+        meta = _teacher_meta(run, seed, backbone)
         torch.manual_seed(seed)
         teacher = teacher_net(backbone=backbone, input_size=prof.input_size)
         if run.cache is None:
@@ -291,10 +330,7 @@ def train_teacher(run: DistillRun, backbone: str = "efficientnet_lite0", retrain
         val_y, _ = labels_and_cues(va)
         print(f"[teacher seed {seed}] backbone features: {run.cache.images_computed} images computed so far "
               f"({len(views)} augmented view(s) of train + val) at {time.perf_counter() - t0:.1f}s")
-        hist = fit_head(teacher, views, y, cues, val_f, val_y,
-                        epochs=head_epochs(prof), lr=prof.teacher_lr, seed=seed,
-                        batch_size=prof.batch_size, gamma=prof.focal_gamma, threshold=prof.focal_threshold,
-                        name=f"teacher seed {seed}")
+        hist = fit_head(teacher, views, y, cues, val_f, val_y, seed=seed, name=f"teacher seed {seed}", **recipe)
         save_teacher(teacher, ck)
         results.atomic_write_bytes(meta_file, json.dumps({"meta": meta, "history": hist.to_dict("records")},
                                                          indent=1).encode())
@@ -329,7 +365,6 @@ def pool_teacher(run: DistillRun, seed: int) -> Teacher:
         return run.pool_teachers[seed]
     if run.pool is None:
         raise RuntimeError("this run has no unlabelled pool (unlabelled_fraction=0)")
-    prof = run.profile
     t = copy.deepcopy(require_teacher(run, seed))
     fresh_head(t, seed)
     tr, va = run.loaders["train"].dataset, run.loaders["val"].dataset
@@ -338,9 +373,7 @@ def pool_teacher(run: DistillRun, seed: int) -> Teacher:
     vy, _ = labels_and_cues(va)
     assert run.cache is not None
     hist = fit_head(t, [v[lab] for v in train_views(run, tr)], y[lab], cues[lab], run.cache.features(va, None), vy,
-                    epochs=head_epochs(prof), lr=prof.teacher_lr, seed=seed,
-                    batch_size=prof.batch_size, gamma=prof.focal_gamma, threshold=prof.focal_threshold,
-                    name=f"teacher_labelled_only seed {seed}")
+                    seed=seed, name=f"teacher_labelled_only seed {seed}", **head_recipe(run))
     run.pool_teachers[seed] = t
     run.histories[(seed, "teacher_labelled_only")] = hist
     return t
