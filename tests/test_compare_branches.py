@@ -30,10 +30,11 @@ def run(tmp_path_factory):
     run_dir = base / "run"
     loaders = data.make_loaders(root, PROFILE, 0)
     torch.manual_seed(0)
-    fit(pta_mobilenet_v2(num_classes=2), loaders, run_dir=run_dir, name=f"01_pta_{run_name(PROFILE)}_s0", epochs=1, lr=1e-3,
+    rn = run_name(PROFILE)
+    fit(pta_mobilenet_v2(num_classes=2), loaders, run_dir=run_dir, name=f"01_pta_{rn}_s0", epochs=1, lr=1e-3,
         seed=0, before_step=lambda m, g: m.sample_config(g), eval_config=lambda m: m.configure("HHH"),
         progress=False)
-    fit(mobilenet_v2_baseline(num_classes=2), loaders, run_dir=run_dir, name=f"01_nopta_{run_name(PROFILE)}_s0", epochs=1,
+    fit(mobilenet_v2_baseline(num_classes=2), loaders, run_dir=run_dir, name=f"01_nopta_{rn}_s0", epochs=1,
         lr=1e-3, seed=0, progress=False)
     return {"root": root, "run_dir": run_dir, "loaders": loaders}
 
