@@ -61,8 +61,8 @@ def resolve_root(data_root: str | os.PathLike | None, profile: Any = "default", 
     profile and seed (built once, cached); anything else is validated as a CelebA-Spoof tree."""
     if data_root is None or str(data_root).strip() == "":
         from paperkit import synth  # late import: synth is only needed when no real root is given
-        name = getattr(profile, "name", profile)
-        return Path(synth.default_root(profile=name, seed=seed))
+        # the Profile object itself, not its name: overridden synth_* fields must reach the generator
+        return Path(synth.default_root(profile=profile, seed=seed))
     return check_root(data_root).resolve()
 
 

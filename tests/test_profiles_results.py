@@ -94,3 +94,15 @@ def test_common_setup_carries_the_resolved_profile_and_records_the_parameters(tm
     path = common.record(st)
     entry = json.loads(path.read_text())["entries"]["00_data"]
     assert entry["parameters"]["overrides"] == {"batch_size": 4}
+
+
+def test_overridden_synth_fields_reach_the_generator(monkeypatch, tmp_path):
+    """data.resolve_root hands the Profile itself down (not its name, which would drop the overrides)."""
+    from paperkit import data, synth
+
+    seen = []
+    monkeypatch.setattr(synth, "default_root", lambda profile, seed: seen.append(profile) or tmp_path)
+    prof = profiles.resolve("smoke", {"synth_identities": 12})
+    assert data.resolve_root("", prof, 0) == tmp_path
+    assert seen[0] is prof and seen[0].synth_identities == 12
+    assert synth.synth_key(prof) != synth.synth_key(profiles.get_profile("smoke"))

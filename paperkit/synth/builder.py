@@ -23,7 +23,7 @@ import cv2
 from paperkit import __version__ as _pkg_version
 from paperkit.celeba import SPOOF_TYPE_NAMES
 from paperkit.cues import CUE_NAMES
-from paperkit.profiles import get_profile
+from paperkit.profiles import Profile, get_profile
 
 from . import backgrounds
 from .frame import render_frame
@@ -136,7 +136,7 @@ def _marker(prof: Any, seed: int, diff: float, n: int, n_id: int, labels: dict[s
 # ----------------------------------------------------------------------------------------------
 # Public entry points
 
-def build(out_dir: str | os.PathLike, profile: str = "default", seed: int = 0,
+def build(out_dir: str | os.PathLike, profile: str | Profile = "default", seed: int = 0,
           faces_dir: str | os.PathLike | None = None, difficulty: float | None = None, progress: bool = True) -> Path:
     """Write the embedded dataset in CelebA-Spoof layout under `out_dir` and return it.
 
@@ -193,7 +193,7 @@ def synth_key(prof: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def default_root(profile: str = "default", seed: int = 0) -> Path:
+def default_root(profile: str | Profile = "default", seed: int = 0) -> Path:
     """The cached embedded dataset for (profile, seed), built on first use.
 
     Keyed by generator version, profile and seed; a finished tree always carries the marker file
@@ -206,7 +206,7 @@ def default_root(profile: str = "default", seed: int = 0) -> Path:
     if root.exists():  # not ours or incomplete (should not happen with the atomic rename): rebuild
         shutil.rmtree(root)
     try:
-        return build(root, profile=prof.name, seed=seed, progress=True)
+        return build(root, profile=prof, seed=seed, progress=True)
     except FileExistsError:
         if (root / MARKER).is_file():  # another process finished first
             return root
