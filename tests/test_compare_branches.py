@@ -46,7 +46,8 @@ def state(run):
 
 def _fresh_state(state):
     """A state sharing the (expensive) reports but with its own selection."""
-    return branch_reports.BranchState(model=state.model, reports=state.reports, samples=state.samples,
+    return branch_reports.BranchState(profile=state.profile, run_dir=state.run_dir, seeds=state.seeds,
+                                      model=state.model, reports=state.reports, samples=state.samples,
                                       dataset=state.dataset)
 
 
@@ -356,7 +357,7 @@ def test_fresh_clone_shows_the_recorded_run_and_says_so(tmp_path, capsys):
     for needle in (str(run_dir.resolve()), "git abc1234", "latencies are the RECORDED ones", "not measured on this",
                    "sample-face previews are absent", "--only 01,05", "run notebook 01", "BatchNorm: shared"):
         assert needle in text, needle
-    assert st.recorded and st.model is None and st.samples is None and st.profile == "default"
+    assert st.recorded and st.model is None and st.samples is None and st.profile.name == "default"
     assert set(st.reports) == set(config_tree.ALL_CONFIGS) | {config_tree.REFERENCE}
     assert st.reports["LLL"]["latency_ms"] == 3.0 and st.reports["LLL"]["samples"] == []
     assert "fits_100pct_hhh" not in st.reports["LLL"] and st.reports["LLL"]["bn"] == "shared"

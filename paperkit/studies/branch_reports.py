@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -25,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from paperkit import complexity, metrics, quiet
+from paperkit.profiles import Profile, get_profile
+from paperkit.studies import common
 from paperkit.config_tree import ALL_CONFIGS, REFERENCE, StagedBN, staged_bn_states, staged_scores
 from paperkit.papers import SEED000_TABLES_3_4
 from paperkit.models.pta import MODES, PTA_TRAIN_PROBS, PTAMobileNetV2, parse_config
@@ -320,41 +321,33 @@ def best_under_budget(reports: Mapping[str, Mapping[str, Any]], budget_ms: float
 # The state a notebook builds once
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class BranchState:
-    """One trained PTA model, its reports per configuration, sample faces, and the UI selection.
+class BranchState(common.Study):
+    """One trained PTA model, its reports per configuration, sample faces, and the UI selection (on top of
+    `common.Study`: profile, run_dir, seeds, dataset, parameters, outputs).
 
     `source` is "live" (scored and timed now from 01's checkpoint) or "recorded" (read back from the
     run's `tables/branch_comparison.csv` by `recorded_state`: no model, no samples, `provenance` says
     which run)."""
 
-    model: PTAMobileNetV2 | None
-    reports: dict[str, dict[str, Any]]
+    notebook: str = "05_compare_branches"
+    profile: Profile = field(default_factory=lambda: get_profile("default"))
+    run_dir: Path = Path("results")
+    seeds: tuple[int, ...] = (0,)
+    model: PTAMobileNetV2 | None = None
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: SampleFaces | None = None
-    dataset: str = ""
-    root: Path | None = None
-    run_dir: Path | None = None
-    profile: str = "default"
-    seed: int = 0
-    started: float = field(default_factory=time.time)
     bn: str = "recalibrated"  # BatchNorm statistics the reports were scored with ("recalibrated" | "shared")
-    timings: dict[str, float] = field(default_factory=dict)
     current: str = "HHH"
     pinned: str | None = None
     budget_ms: float | None = None
-    outputs: list[Path] = field(default_factory=list)
     source: str = "live"
     provenance: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)   # the notebook's, as `common.record` writes them
-    notebook: str = "05_compare_branches"
-
-    def record_parameters(self) -> dict[str, Any]:
-        return dict(self.parameters)
 
     def skip_record(self) -> str:
         """On the recorded path the manifest keeps the recorded run's entry (it vouches for the files shown)."""
         if not self.recorded:
             return ""
-        return (f"recorded run: {Path(self.run_dir or '.') / 'manifest.json'} keeps the entry of the run shown "
+        return (f"recorded run: {Path(self.run_dir) / 'manifest.json'} keeps the entry of the run shown "
                 f"(git {self.provenance.get('git_revision', '?')})")
 
     @property

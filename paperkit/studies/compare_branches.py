@@ -30,6 +30,7 @@ from paperkit import results  # results also shows matplotlib figures as PNG
 from paperkit.batchnorm import training_calibration
 from paperkit.config_tree import ALL_CONFIGS, REFERENCE
 from paperkit.papers import SEED000_TABLES_3_4
+from paperkit.profiles import Profile
 from paperkit.models.pta import (PTA_TRAIN_PROBS, PTAMobileNetV2, mobilenet_v2_baseline, parse_config,
                                  pta_mobilenet_v2)
 from paperkit.studies.branch_reports import (LATENCY_BACKEND, METRIC_KEYS, MODE_NAMES, SELECTION_SPLIT, BranchState,
@@ -198,6 +199,12 @@ def _recorded_report(record: Mapping[str, Any], c: str, path: Path, run_dir: str
     return row
 
 
+def _as_profile(profile: Any) -> Profile:
+    """The Profile a recorded state describes: the one given, or the named one."""
+    from paperkit.profiles import get_profile
+    return profile if isinstance(profile, Profile) else get_profile(str(profile))
+
+
 def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | None = None) -> BranchState:
     """A `BranchState` built from what notebook 05 recorded in `run_dir` (no model, no data, no timing).
 
@@ -238,8 +245,8 @@ def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | No
     }
     bn = str(reports["HHH"]["bn"])
     return BranchState(model=None, reports=reports, samples=None, dataset="; ".join(datasets) or "unknown dataset",
-                       root=None, run_dir=Path(run_dir), profile=name,
-                       seed=rec_seed if rec_seed is not None else int(seed or 0), bn=bn,
+                       root=None, run_dir=Path(run_dir), profile=_as_profile(profile),
+                       seeds=(rec_seed if rec_seed is not None else int(seed or 0),), bn=bn,
                        source="recorded", provenance=provenance)
 
 
@@ -336,7 +343,7 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
               f"{t2 - t1:.1f}s, latency {t3 - t2:.1f}s ({rounds} interleaved rounds x {iters}, {LATENCY_BACKEND})")
     _check_table3(reports, run_dir, seed, cache.bn_mode)
     return BranchState(model=model, reports=reports, samples=samples, dataset=dataset, root=Path(root),
-                       run_dir=Path(run_dir), profile=prof.name, seed=seed, started=started,
+                       run_dir=Path(run_dir), profile=prof, seeds=(seed,), started=started,
                        bn=cache.bn_mode, timings=timings, parameters=params)
 
 
