@@ -348,6 +348,9 @@ def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
     a core and ratios shrink towards 1, while the fast tail still shows the models' own cost),
     rel_latency_ci_low / rel_latency_ci_high (95%, bootstrap over rounds paired by round, on per-round
     medians; rel_latency_rounds is that estimator's point value), rounds, iters, threads.
+
+    Long because a third of it is this docstring, and the rest is one interleaved measurement in which every
+    candidate is built, exported and timed in the same rounds.
     """
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', not {exporter!r}")
