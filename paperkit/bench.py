@@ -54,7 +54,11 @@ def cli_latency(profile: str = "default", run_dir: str | Path = "results", as_js
 def cli_detect(folder: str | None, detectors: list[str], root: str | None = None, check: bool = False,
                model: str | None = None, limit: int | None = None, as_json: bool = False) -> int:
     """`paperkit bench detect DIR` (faces found, median/p95 ms per detector) and/or `--check-boxes`
-    (does the box conversion reproduce the stored-box test ACER of the deployable model?)."""
+    (does the box conversion reproduce the stored-box test ACER of the deployable model?).
+
+    Long because it is one verb with two optional reports (the detector table and the box check) that share
+    the argument checks and the JSON output; each part is straight-line printing.
+    """
     import sys
 
     from . import detect, predict

@@ -19,6 +19,9 @@ Crop cache (``crops/<root tag>/``): see :class:`CropCache`.
 
 Knobs (environment, no profile needed): ``PAPERKIT_INDEX_CACHE=0`` and ``PAPERKIT_CROP_CACHE=0`` turn a
 cache off; ``PAPERKIT_CROP_CACHE_GB`` (default 8) is the largest crop array built.
+
+Long because its last third benchmarks the two caches defined above against the uncached path, with the
+helpers those measurements need.
 """
 from __future__ import annotations
 
@@ -449,7 +452,11 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     """Training throughput (img/s) of No-PTA MobileNetV2 with and without the crop cache, in one run:
     ``rounds`` interleaved rounds of ``steps`` timed steps each (after one untimed warm-up step per round),
     the same model, optimiser and augmentation (seeded by sample), medians over rounds. Also the input
-    pipeline alone (load + augment + normalise, no model) in the same process."""
+    pipeline alone (load + augment + normalise, no model) in the same process.
+
+    Long because the two modes are timed interleaved, round by round, in one loop: setup, warm-up and timing
+    share the loaders, iterators and model, which helpers would only pass around.
+    """
     import statistics
 
     import torch

@@ -5,7 +5,7 @@ paperkit's embedded synthetic dataset is written in the identical layout, so eve
 through these readers whichever dataset is used. Light on purpose (no torch, no OpenCV): the results
 summary and the CLI read the names without starting the training stack.
 
-Layout read (DESIGN section 3)::
+Layout read (docs/design.md section 2)::
 
     ROOT/Data/{train,test}/<subject>/{live,spoof}/<6 digits>.{jpg,png}   + sibling <stem>_BB.txt
     ROOT/metas/intra_test/{train,test}_label.json    {"Data/...": [44 ints]}

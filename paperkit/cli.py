@@ -21,6 +21,11 @@ def _parse_kv(items: Sequence[str]) -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole `paperkit` argument grammar.
+
+    Long because it is a flat list of verbs and their options, one `add_argument` per line; kept in one
+    place, every verb's interface reads at a glance.
+    """
     ap = argparse.ArgumentParser(prog="paperkit", description="Reproduce fast face anti-spoofing works.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -120,6 +125,11 @@ def _seed_list(text: str) -> list[int] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch a parsed command line to the module that implements the verb.
+
+    Long because it is one flat `if` per verb, each a lazy import and a single call, so that a verb loads
+    only the modules it needs.
+    """
     a = build_parser().parse_args(argv)
     if a.cmd == "data" and a.data_cmd == "summary":
         from . import index

@@ -1,6 +1,6 @@
 """Model complexity (active parameters, MAdds in seed 000's convention) and CPU latency benchmarks.
 
-MAdds convention (DESIGN section 6), which reproduces seed 000's Table 4 to 0.01 M:
+MAdds convention (docs/design.md section 4), which reproduces seed 000's Table 4 to 0.01 M:
 convolution multiply-adds + BatchNorm 2 per output element + ReLU6 1 per element + Linear with its
 bias; residual adds, global pooling and the B-branch average are free. fvcore's default counters
 differ (no ReLU6, pooling counted, Linear without bias: 102.18 M for MobileNetV2 at 128x128), so we
@@ -201,7 +201,7 @@ def cli_table4(as_json: bool = False, input_size: int = 128) -> int:
         print(json.dumps([{"config": r["config"], "params_m": round(r["params_m"], 4),
                            "madds_m": round(r["madds_m"], 3)} for r in rows]))
         return 0
-    print(f"Seed 000 Table 4 complexity at 1x3x{input_size}x{input_size} (paper convention, DESIGN section 6)")
+    print(f"Seed 000 Table 4 complexity at 1x3x{input_size}x{input_size} (paper convention, docs/design.md section 4)")
     print(f"{'config':<7} {'params_m':>9} {'paper':>6} {'madds_m':>9} {'paper':>7}")
     for r in rows:
         p = SEED000_TABLES_3_4[r["config"]]
@@ -348,6 +348,9 @@ def bench_latency(profile: Any = "default", baseline: nn.Module | None = None,
     a core and ratios shrink towards 1, while the fast tail still shows the models' own cost),
     rel_latency_ci_low / rel_latency_ci_high (95%, bootstrap over rounds paired by round, on per-round
     medians; rel_latency_rounds is that estimator's point value), rounds, iters, threads.
+
+    Long because a third of it is this docstring, and the rest is one interleaved measurement in which every
+    candidate is built, exported and timed in the same rounds.
     """
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', not {exporter!r}")

@@ -114,8 +114,9 @@ def staged_bn_states(model: PTAMobileNetV2, calib: Iterable[Any], configs: Seque
 
     Gives, per configuration, exactly what `paperkit.batchnorm.recalibrate_bn` computes for it (same
     crops, same batches, cumulative average); tests check that. The model is left as it was. `existing`
-    is extended with the nodes it lacks. One function on purpose: the model's modes, momenta, statistics
-    and configuration are saved before the walk and restored after it by a single try/finally.
+    is extended with the nodes it lacks. Long because it is one function on purpose: the model's modes,
+    momenta, statistics and configuration are saved before the walk and restored after it by a single
+    try/finally.
     """
     t0 = time.perf_counter()
     configs = tuple(dict.fromkeys("".join(parse_config(c)) for c in configs))
@@ -191,8 +192,8 @@ def staged_scores(model: PTAMobileNetV2, loader: Iterable[Any], configs: Sequenc
     configuration with the statistics re-estimated for it; without, with the model's current ones.
     When `reference` (the No-PTA model) is given its scores come from the same pass under `REFERENCE`.
     `check` compares the staged scores of two configurations on the first batch with a plain
-    `model(x)` (that configuration's full statistics loaded) and raises if they differ. One function on
-    purpose: building the folded node copies, the data pass and the check all run inside the single
+    `model(x)` (that configuration's full statistics loaded) and raises if they differ. Long because it is
+    one function on purpose: building the folded node copies, the data pass and the check all run inside the single
     try/finally that gives the model back its statistics, configuration and mode.
     """
     configs = tuple(dict.fromkeys("".join(parse_config(c)) for c in configs))

@@ -13,6 +13,9 @@ counts it (across DataLoader workers).
 Crop cache (:mod:`paperkit.cache`): :func:`make_loaders` also builds the crop cache (every face at the
 input size, one memory-mapped uint8 array) when it fits ``PAPERKIT_CROP_CACHE_GB``; augmentation runs on
 the cached crop, so items are identical to the JPEG path. ``PAPERKIT_CROP_CACHE=0`` turns it off.
+
+Long because decoding, crops, the dataset with its crop-cache reader and the loaders are one input pipeline
+whose parts every study uses together; the sections are marked below.
 """
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ scored, 2 if the model is missing/unloadable or an option is invalid.
 
 The default model is the one shipped inside the package (`paperkit/assets/texture_int8.onnx`, with its
 model card `MODEL_CARD.md`; `--model-info` prints it); :func:`ship_model` regenerates both from a run.
+
+Long because it holds the whole `paperkit predict` verb: the model, inputs, scoring, output, and the shipped
+model with its card, which read the same model metadata; the sections are marked below.
 """
 from __future__ import annotations
 
@@ -519,7 +522,11 @@ def real_photo_check(real_dir: str | Path, model: str | Path, threshold: float =
 
 def write_card(path: Path, onnx_path: Path, run_dir: Path, input_size: int, threshold: float,
                real: dict[str, Any] | None) -> Path:
-    """The model card (markdown): data, input and crop, threshold, metrics with intervals, limits."""
+    """The model card (markdown): data, input and crop, threshold, metrics with intervals, limits.
+
+    Long because the card is a single markdown template written as a list of lines in reading order; split
+    per section, the template would be scattered.
+    """
     from paperkit import detect
 
     manifest_p = run_dir / "manifest.json"

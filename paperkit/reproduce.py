@@ -28,6 +28,9 @@ its previous run did not complete, or when a notebook it depends on reran; ``--f
 Every notebook's entry says what happened in ``"run"``: ``{"action": "ran" | "reused", "why": [...]}``
 (e.g. ``"source changed"``, ``"parameters changed"``, ``"paperkit changed"``, ``"output missing:
 tables/x.csv"``, ``"dependency 01 reran"``), and the ``reproduce`` entry collects them.
+
+Long because the serial and the parallel runner and the incremental-run bookkeeping share the lock, manifest
+and signal helpers defined here; the sections are marked below.
 """
 from __future__ import annotations
 
@@ -417,7 +420,12 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
     """Like :func:`_run_plan`, but a notebook starts as soon as the notebooks it depends on are done, up to
     ``jobs`` at a time, the one that took longest last time first. A failure lets the running notebooks
     finish and starts no new one; a signal stops every running kernel and marks those notebooks
-    interrupted."""
+    interrupted.
+
+    Long because the scheduling loop, the signal path that stops the running kernels and the `finally` that
+    restores the environment all work on the same pending/running/timings state; the interrupt path must see
+    exactly what was running.
+    """
     import concurrent.futures as cf
 
     from . import quiet

@@ -215,6 +215,146 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, mininterval=1.0)
 
 
+def _place(model: nn.Module, device: str | torch.device | None, channels_last: bool
+           ) -> tuple[nn.Module, torch.device, torch.device]:
+    """Move `model` to the training device (channels_last if asked); returns (model, device, its old device)."""
+    dev = device if isinstance(device, torch.device) else devices.pick(device)
+    home = devices.model_device(model)
+    model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, dev, home
+
+
+def _set_aside_stale_once(ck_dir: Path, data_key: dict[str, Any], name: str) -> None:
+    """`_set_aside_if_stale` on rank 0 only; every rank waits for it before looking for a checkpoint."""
+    if _rank() == 0:
+        _set_aside_if_stale(ck_dir, data_key, name)
+    if _is_dist():
+        dist.barrier()
+
+
+def _make_optimizer(trainable: list[nn.Parameter], optimizer: str, lr: float, weight_decay: float,
+                    lr_schedule: str) -> torch.optim.Optimizer:
+    """The optimizer `fit` steps; also checks the schedule name (after the optimizer name, as always)."""
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay or 1e-2)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'adamw'")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; use 'constant' or 'cosine'")
+    return opt
+
+
+def _distributed(model: nn.Module, train_loader: DataLoader, seed: int, dev: torch.device
+                 ) -> tuple[nn.Module, DataLoader]:
+    """(the module to step, its train loader): `model` and `train_loader` unless torch.distributed runs."""
+    if not _is_dist():
+        return model, train_loader
+    # PTA models leave the branches they did not run without gradients: DDP must look for them.
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                              find_unused_parameters=hasattr(model, "sample_config"))
+    return net, _distributed_loader(train_loader, seed)
+
+
+def _resume(last: Path, model: nn.Module, opt: torch.optim.Optimizer, step_gen: torch.Generator,
+            hist: History, name: str, epochs: int) -> tuple[dict[str, torch.Tensor] | None, int]:
+    """Restore model, optimizer, RNG states and history from `last` in place; return (best_state, start epoch)."""
+    ck = load_checkpoint(last)
+    _check_signature(model, ck.get("signature"), last)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    step_gen.set_state(ck["rng"]["step"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    hist.rows = list(ck["history"])
+    hist.best_epoch, hist.best_val_acer = ck["best_epoch"], ck["best_val_acer"]
+    start_epoch = ck["epoch"] + 1
+    hist.resumed_from = start_epoch
+    if _rank() == 0:
+        print(f"[{name}] resuming from {last} after epoch {start_epoch} of {epochs}", flush=True)
+    return ck["best_state"], start_epoch
+
+
+def _seed_epoch(train_loader: DataLoader, seed: int, epoch: int) -> None:
+    """Each epoch's order and augmentation depend only on (seed, epoch): a resumed run sees the same data."""
+    if getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.manual_seed(seed * 1000 + epoch)
+    if hasattr(train_loader.sampler, "set_epoch"):
+        train_loader.sampler.set_epoch(epoch)
+    if hasattr(train_loader.dataset, "set_epoch"):
+        train_loader.dataset.set_epoch(epoch)
+
+
+def _train_epoch(net: nn.Module, train_loader: DataLoader, opt: torch.optim.Optimizer, loss_fn: LossFn, *,
+                 dev: torch.device, name: str, epoch: int, epochs: int, lr: float, lr_schedule: str,
+                 schedule_epochs: int | None, before_step: Callable[[nn.Module, torch.Generator], None] | None,
+                 step_gen: torch.Generator, channels_last: bool, progress: bool) -> tuple[float, float]:
+    """One pass over the training loader; returns (mean training loss, seconds)."""
+    net.train()
+    t0 = time.perf_counter()
+    total, n = 0.0, 0
+    bar = _progress(train_loader, len(train_loader), f"{name} epoch {epoch + 1}/{epochs}",
+                    progress and _rank() == 0)
+    total_steps = max(1, (schedule_epochs or epochs) * len(train_loader))
+    for step, (x, y, cues) in enumerate(bar):
+        quiet.checkpoint()
+        if lr_schedule == "cosine":
+            t = min(1.0, (epoch * len(train_loader) + step) / total_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        if before_step is not None:
+            before_step(_unwrap(net), step_gen)
+        x, y, cues = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), cues.to(dev, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with devices.autocast(dev):
+            loss, _ = loss_fn(net, x, y, cues)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}; lower the "
+                                     "learning rate or check the inputs")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(y)
+        n += len(y)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}", refresh=False)
+    return total / max(n, 1), time.perf_counter() - t0
+
+
+def _validate_and_save(model: nn.Module, val_loader: DataLoader, opt: torch.optim.Optimizer, *,
+                       hist: History, best_state: dict[str, torch.Tensor] | None, ck_dir: Path,
+                       data_key: dict[str, Any], step_gen: torch.Generator, name: str, epoch: int, epochs: int,
+                       train_loss: float, epoch_time: float, seed: int, channels_last: bool,
+                       eval_config: Callable[[nn.Module], None] | None) -> dict[str, torch.Tensor] | None:
+    """Score the epoch on validation, append its history row, keep the best weights (best.pt) and write
+    last.pt; returns the (possibly new) best state."""
+    if eval_config is not None:
+        eval_config(model)
+    vs, vy = predict_scores(model, val_loader, channels_last=channels_last)
+    m = metrics.evaluate(vs, vy, 0.5)
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "val_acer": m["acer"],
+           "val_accuracy": m["accuracy"], "val_auc": m["auc"], "epoch_time_s": epoch_time,
+           **val_interval(vs, vy, val_loader.dataset, seed)}
+    hist.rows.append(row)
+    if m["acer"] < hist.best_val_acer or best_state is None:
+        hist.best_val_acer, hist.best_epoch = m["acer"], epoch + 1
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        _save(ck_dir / "best.pt", {"format": CHECKPOINT_FORMAT, "signature": _signature(model),
+                                   "best_state": best_state, "epoch": epoch, "data": data_key})
+    _save(ck_dir / "last.pt", {"format": CHECKPOINT_FORMAT, "signature": _signature(model), "epoch": epoch,
+                               "data": data_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "rng": {"step": step_gen.get_state(), "torch": torch.get_rng_state()},
+                               "history": hist.rows, "best_epoch": hist.best_epoch,
+                               "best_val_acer": hist.best_val_acer, "best_state": best_state})
+    print(f"[{name}] epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  "
+          f"val ACER {100 * m['acer']:.2f}%  val acc {100 * m['accuracy']:.2f}%  "
+          f"{epoch_time:.1f}s", flush=True)
+    return best_state
+
+
 def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.PathLike, name: str,
         epochs: int, lr: float, seed: int, loss_fn: LossFn | None = None, optimizer: str = "adam",
         weight_decay: float = 0.0, before_step: Callable[[nn.Module, torch.Generator], None] | None = None,
@@ -239,116 +379,33 @@ def fit(model: nn.Module, loaders: dict[str, DataLoader], *, run_dir: str | os.P
     init_distributed()
     ck_dir = Path(run_dir) / "checkpoints" / name
     seed_everything(seed)
-    dev = device if isinstance(device, torch.device) else devices.pick(device)
-    home = devices.model_device(model)
-    model.to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, dev, home = _place(model, device, channels_last)
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "adam":
-        opt = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay or 1e-2)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; use 'adam' or 'adamw'")
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; use 'constant' or 'cosine'")
+    opt = _make_optimizer(trainable, optimizer, lr, weight_decay, lr_schedule)
     step_gen = torch.Generator().manual_seed(seed)
     hist = History()
     best_state: dict[str, torch.Tensor] | None = None
     start_epoch = 0
-
     last = ck_dir / "last.pt"
     data_key = _data_key(loaders)
-    if _rank() == 0:
-        _set_aside_if_stale(ck_dir, data_key, name)
-    if _is_dist():
-        dist.barrier()
+    _set_aside_stale_once(ck_dir, data_key, name)
     if last.is_file():
-        ck = load_checkpoint(last)
-        _check_signature(model, ck.get("signature"), last)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step_gen.set_state(ck["rng"]["step"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        hist.rows = list(ck["history"])
-        hist.best_epoch, hist.best_val_acer = ck["best_epoch"], ck["best_val_acer"]
-        best_state = ck["best_state"]
-        start_epoch = ck["epoch"] + 1
-        hist.resumed_from = start_epoch
-        if _rank() == 0:
-            print(f"[{name}] resuming from {last} after epoch {start_epoch} of {epochs}", flush=True)
+        best_state, start_epoch = _resume(last, model, opt, step_gen, hist, name, epochs)
 
-    train_loader = loaders["train"]
-    net: nn.Module = model
-    if _is_dist():
-        train_loader = _distributed_loader(train_loader, seed)
-        # PTA models leave the branches they did not run without gradients: DDP must look for them.
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                                  find_unused_parameters=hasattr(model, "sample_config"))
-
+    net, train_loader = _distributed(model, loaders["train"], seed, dev)
     for epoch in range(start_epoch, epochs):
-        # Each epoch's order and augmentation depend only on (seed, epoch): a resumed run sees the same data.
-        if getattr(train_loader, "generator", None) is not None:
-            train_loader.generator.manual_seed(seed * 1000 + epoch)
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        if hasattr(train_loader.dataset, "set_epoch"):
-            train_loader.dataset.set_epoch(epoch)
-        net.train()
-        t0 = time.perf_counter()
-        total, n = 0.0, 0
-        bar = _progress(train_loader, len(train_loader), f"{name} epoch {epoch + 1}/{epochs}",
-                        progress and _rank() == 0)
-        total_steps = max(1, (schedule_epochs or epochs) * len(train_loader))
-        for step, (x, y, cues) in enumerate(bar):
-            quiet.checkpoint()
-            if lr_schedule == "cosine":
-                t = min(1.0, (epoch * len(train_loader) + step) / total_steps)
-                for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * t))
-            if before_step is not None:
-                before_step(_unwrap(net), step_gen)
-            x, y, cues = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), cues.to(dev, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with devices.autocast(dev):
-                loss, _ = loss_fn(net, x, y, cues)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}; lower the "
-                                         "learning rate or check the inputs")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(y)
-            n += len(y)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / max(n, 1):.4f}", refresh=False)
-        epoch_time = time.perf_counter() - t0
+        _seed_epoch(train_loader, seed, epoch)
+        train_loss, epoch_time = _train_epoch(
+            net, train_loader, opt, loss_fn, dev=dev, name=name, epoch=epoch, epochs=epochs, lr=lr,
+            lr_schedule=lr_schedule, schedule_epochs=schedule_epochs, before_step=before_step,
+            step_gen=step_gen, channels_last=channels_last, progress=progress)
         if _is_dist():
             dist.barrier()
         if _rank() == 0:
-            if eval_config is not None:
-                eval_config(model)
-            vs, vy = predict_scores(model, loaders["val"], channels_last=channels_last)
-            m = metrics.evaluate(vs, vy, 0.5)
-            row = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_acer": m["acer"],
-                   "val_accuracy": m["accuracy"], "val_auc": m["auc"], "epoch_time_s": epoch_time,
-                   **val_interval(vs, vy, loaders["val"].dataset, seed)}
-            hist.rows.append(row)
-            if m["acer"] < hist.best_val_acer or best_state is None:
-                hist.best_val_acer, hist.best_epoch = m["acer"], epoch + 1
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                _save(ck_dir / "best.pt", {"format": CHECKPOINT_FORMAT, "signature": _signature(model),
-                                           "best_state": best_state, "epoch": epoch, "data": data_key})
-            _save(last, {"format": CHECKPOINT_FORMAT, "signature": _signature(model), "epoch": epoch, "data": data_key,
-                         "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "rng": {"step": step_gen.get_state(), "torch": torch.get_rng_state()},
-                         "history": hist.rows, "best_epoch": hist.best_epoch,
-                         "best_val_acer": hist.best_val_acer, "best_state": best_state})
-            print(f"[{name}] epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  "
-                  f"val ACER {100 * m['acer']:.2f}%  val acc {100 * m['accuracy']:.2f}%  "
-                  f"{epoch_time:.1f}s", flush=True)
+            best_state = _validate_and_save(
+                model, loaders["val"], opt, hist=hist, best_state=best_state, ck_dir=ck_dir, data_key=data_key,
+                step_gen=step_gen, name=name, epoch=epoch, epochs=epochs, train_loss=train_loss,
+                epoch_time=epoch_time, seed=seed, channels_last=channels_last, eval_config=eval_config)
         if _is_dist():
             dist.barrier()
     if best_state is not None:

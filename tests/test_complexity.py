@@ -17,7 +17,7 @@ from paperkit.papers import SEED000_TABLES_3_4
 
 torch.set_num_threads(1)
 
-# DESIGN section 6: the paper's MAdds (HLH printed 96.50, counted 96.51) and our counted params.
+# docs/design.md section 4: the paper's MAdds (HLH printed 96.50, counted 96.51) and our counted params.
 EXPECTED = {
     "NoPTA": (2.226, 104.15), "HHH": (2.226, 104.15), "LHH": (2.172, 100.63), "HLH": (2.108, 96.51),
     "HHL": (1.906, 99.00), "LLL": (1.734, 87.84), "BBB": (2.719, 120.47),

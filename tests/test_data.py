@@ -513,7 +513,8 @@ def test_notebook_00_is_thin_and_clean():
 
 @pytest.mark.slow
 def test_notebook_00_runs_under_papermill(tiny_celeba_clean, tmp_path):
-    papermill = pytest.importorskip("papermill")
+    import papermill  # a core dependency: imported here only to keep collection light
+
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3",
                                parameters={"profile": "smoke", "data_root": str(tiny_celeba_clean),

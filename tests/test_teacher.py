@@ -1,12 +1,12 @@
 """Teacher: pretrained frozen backbone, 8 heads, normalisation, checkpoints, cue mapping, student sizes."""
 from __future__ import annotations
 
-import importlib.util
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from paperkit.models.pta import pta_mobilenet_v2
 from paperkit.models.teacher import (
     CUE_NAMES,
     Teacher,
@@ -17,6 +17,7 @@ from paperkit.models.teacher import (
     save_teacher,
     teacher_net,
 )
+from paperkit.models.texture import texture_net
 from paperkit.registry import MODELS
 
 SIZE = 64   # tiny inputs keep the tests fast; Lite0's TF padding is the same for any even size
@@ -132,16 +133,12 @@ def test_cue_side_file_must_agree_with_labels() -> None:
         check_cues_agree([SimpleNamespace(path="p", label=1, cues=(1, 0))])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("paperkit.models.pta") is None, reason="PTA model not present")
 def test_pta_student_under_one_million() -> None:
-    from paperkit.models.pta import pta_mobilenet_v2
     for w in (0.35, 0.5):
         assert count_params(pta_mobilenet_v2(width_mult=w)) < 1_000_000
 
 
-@pytest.mark.skipif(importlib.util.find_spec("paperkit.models.texture") is None, reason="texture model absent")
 def test_texture_student_under_one_million() -> None:
-    from paperkit.models.texture import texture_net
     assert count_params(texture_net()) < 1_000_000
 
 

@@ -1,4 +1,4 @@
-"""MobileNetV2 with Post-Train Adaptive (PTA) blocks (seed 000, its Table 1; DESIGN section 4).
+"""MobileNetV2 with Post-Train Adaptive (PTA) blocks (seed 000, its Table 1; docs/design.md section 3).
 
 A PTA block replaces a pair of inverted residual blocks by two branches: *heavy* (that very pair)
 and *light* (one inverted residual block). Which branch runs is chosen at run time per block with

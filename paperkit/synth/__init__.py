@@ -1,6 +1,6 @@
 """The embedded default dataset: bona fide faces and physically simulated attacks in CelebA-Spoof layout.
 
-No face anti-spoofing data can be downloaded here, so paperkit renders one from a seed (DESIGN section 3).
+No face anti-spoofing data can be downloaded here, so paperkit renders one from a seed (docs/design.md section 2).
 Bona fide captures are procedural identities over crops of real photographs shipped inside installed
 packages; attacks show the same identity through a medium (print, screen, cut-out) and re-capture it.
 Every image, live or spoof, goes through the *same* camera model, so what separates the classes is the
