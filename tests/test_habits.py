@@ -25,12 +25,14 @@ REASON = "Long because"
 # "<module>" stands for the module itself (over MAX_MODULE_LINES).
 PENDING: set[tuple[str, str]] = {
     ("paperkit/studies/claims.py", "verdict_figure"),
+    ("paperkit/studies/compare_branches.py", "<module>"),
     ("paperkit/studies/compare_branches.py", "prepare"),
     ("paperkit/studies/cross_domain.py", "cross_domain_table"),
     ("paperkit/studies/distillation.py", "<module>"),
     ("paperkit/studies/fourier_texture.py", "<module>"),
     ("paperkit/studies/pta_mobilenet.py", "<module>"),
     ("paperkit/studies/swap.py", "swap_table"),
+    ("paperkit/studies/teacher_training.py", "train_teacher"),
 }
 
 CITATION = re.compile(r"docs/design\.md section (\d+)")
