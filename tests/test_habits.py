@@ -27,7 +27,6 @@ PENDING: set[tuple[str, str]] = {
     ("paperkit/studies/claims.py", "verdict_figure"),
     ("paperkit/studies/compare_branches.py", "<module>"),
     ("paperkit/studies/compare_branches.py", "prepare"),
-    ("paperkit/studies/cross_domain.py", "cross_domain_table"),
     ("paperkit/studies/distillation.py", "<module>"),
     ("paperkit/studies/fourier_texture.py", "<module>"),
     ("paperkit/studies/pta_mobilenet.py", "<module>"),
