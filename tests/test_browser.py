@@ -169,12 +169,12 @@ def test_notebook_05_in_a_real_browser(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from paperkit import config_tree
-    from paperkit.studies import branch_reports, compare_branches
+    from paperkit.studies import branch_records, branch_reports
 
     url, token, run, log_path = lab
     expect.set_options(timeout=STEP_TIMEOUT_MS)
     recorded = pd.read_csv(run / "tables" / "branch_comparison.csv").set_index("config")
-    reports = compare_branches.recorded_state(run, "default").reports
+    reports = branch_records.recorded_state(run, "default").reports
     t0 = time.monotonic()
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(

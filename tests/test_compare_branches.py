@@ -15,7 +15,7 @@ from paperkit.batchnorm import training_calibration
 from paperkit.models.pta import CONFIGS, mobilenet_v2_baseline, pta_mobilenet_v2
 from paperkit.papers import SEED000_TABLES_3_4
 from paperkit.profiles import get_profile, run_name
-from paperkit.studies import branch_reports, compare_branches
+from paperkit.studies import branch_records, branch_reports, common, compare_branches
 from paperkit.train import fit, predict_scores
 
 PROFILE = get_profile("smoke", input_size=32, batch_size=8, num_workers=0, latency_rounds=1, latency_iters=2)
@@ -340,7 +340,7 @@ def write_recorded_run(run_dir, profile="default", seed=None, drop=(), status="c
                      "latency_ms": sum(_LAT[m] for m in c), "accuracy": 90.0, "apcer": val, "bpcer": val + 2,
                      "acer": val + 1, "val_acer": val, "fits_100pct_hhh": True, "definition": "hand-made"})
     df = pd.DataFrame(rows).drop(columns=list(drop))
-    df.to_csv(results.run_path(run_dir, "tables", f"{compare_branches.RECORDED_TABLE}.csv"), index=False)
+    df.to_csv(results.run_path(run_dir, "tables", f"{branch_records.RECORDED_TABLE}.csv"), index=False)
     results.update_manifest(run_dir, compare_branches.NOTEBOOK, {
         "status": status, "parameters": {"profile": profile, "data_root": "", "run_dir": "../results",
                                          "seeds": seed}, "git_revision": "abc1234", "outputs": []})
@@ -370,7 +370,7 @@ def test_fresh_clone_shows_the_recorded_run_and_says_so(tmp_path, capsys):
     fig = compare_branches.tradeoff_figure(st)
     assert "recorded" in fig.axes[0].get_xlabel()
     assert compare_branches.save_outputs(st, run_dir, table, choices, fig) == []
-    assert compare_branches.record_notebook(st, run_dir, {"profile": "default"}, []) is None
+    assert common.record(st) is None      # the manifest keeps the recorded run's entry
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
@@ -436,7 +436,7 @@ def test_without_fallback_a_missing_checkpoint_still_stops(tmp_path):
 def test_the_committed_default_run_is_usable_on_a_fresh_clone(capsys):
     table = REPO_RESULTS / "tables" / "branch_comparison.csv"
     assert table.is_file(), f"{table} is missing: the committed results ship with the repo; run `make reproduce`"
-    st = compare_branches.recorded_state(REPO_RESULTS, "default", 0)
+    st = branch_records.recorded_state(REPO_RESULTS, "default", 0)
     assert set(config_tree.ALL_CONFIGS) <= set(st.reports) and st.provenance["git_revision"] != "unknown"
     ui = widgets.build_widget(st)
     ui.budget.value = ui.budget.max
@@ -448,7 +448,7 @@ def test_what_the_live_path_writes_reads_back(state, tmp_path, capsys):
     run_dir = tmp_path / "run"
     compare_branches.save_outputs(state, run_dir, compare_branches.comparison_table(state),
                                   compare_branches.budget_choices(state), compare_branches.tradeoff_figure(state))
-    back = compare_branches.recorded_state(run_dir, "smoke", 0)
+    back = branch_records.recorded_state(run_dir, "smoke", 0)
     assert set(back.reports) == set(state.reports) and back.bn == state.bn == "recalibrated"
     for c, r in state.reports.items():
         for k in ("latency_ms", "val_acer", "acer", "madds_m", "params_m"):
@@ -461,7 +461,7 @@ def test_recorded_table_with_a_missing_latency_is_refused(tmp_path):
     import pandas as pd
 
     write_recorded_run(tmp_path)
-    path = tmp_path / "tables" / f"{compare_branches.RECORDED_TABLE}.csv"
+    path = tmp_path / "tables" / f"{branch_records.RECORDED_TABLE}.csv"
     df = pd.read_csv(path)
     df.loc[df["config"] == "BLH", "latency_ms"] = float("nan")
     df.to_csv(path, index=False)

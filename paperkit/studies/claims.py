@@ -151,47 +151,62 @@ def verdict_figure(claims: pd.DataFrame) -> Any:
     threshold (negative = the holding side): a bar wholly left of the line holds, wholly right does not,
     across it is inconclusive; the numbers themselves are printed at the right."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     order = {s: i for i, s in enumerate(dict.fromkeys(sorted(claims["seed"].astype(str))))}
     df = claims.assign(_o=claims["seed"].astype(str).map(order)).sort_values("_o", kind="stable")
     df = df.reset_index(drop=True)
-    labels = {c.id: c.label for c in CLAIMS}
-    n, lim = len(df), 6.0
+    n = len(df)
     fig = Figure(figsize=(12, 0.3 * n + 3.2))
     gs = fig.add_gridspec(2, 1, height_ratios=[0.3 * n + 0.6, 1.9], hspace=0.25)
-    ax = fig.add_subplot(gs[0])
+    _interval_panel(fig.add_subplot(gs[0]), df)
+    _count_panel(fig.add_subplot(gs[1]), df)
+    return fig
+
+
+_LIM = 6.0   # half-widths shown either side of the threshold
+
+
+def _claim_row(ax: Any, y: int, r: pd.Series, col: str) -> None:
+    """One claim: its interval in half-widths from the threshold, the point, and the numbers at the right."""
+    lim = _LIM
+    if r["verdict"] == NA or not np.isfinite([r["value"], r["ci_low"], r["ci_high"]]).all():
+        ax.text(-lim + 0.15, y, "not measurable here: " + str(r["ours"])[:110], va="center", fontsize=7,
+                color="#424242", zorder=4, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85,
+                                                 "pad": 0.6})
+        return
+    p, lo, hi = margins(r)
+    hw = (hi - lo) / 2
+    if hw > 0:
+        c, p = (lo + hi) / 2 / hw, p / hw
+        a, b = np.clip([c - 1, c + 1], -lim, lim)
+        ax.plot([a, b], [y, y], color=col, lw=7, solid_capstyle="butt", zorder=2)
+        if -lim < p < lim:
+            ax.plot([p], [y], marker="|", color="black", ms=11, mew=2, zorder=3)
+        for edge, m in ((-lim, "<"), (lim, ">")):
+            if (c - 1 <= edge if edge < 0 else c + 1 >= edge):
+                ax.plot([edge * 0.985], [y], marker=m, color=col, ms=8, zorder=3)
+    else:  # an exact count: no interval, drawn at the edge of its side
+        ax.plot([-lim * 0.9 if p < 0 else lim * 0.9 if p > 0 else 0], [y], marker="D", color=col, ms=8,
+                mec="black", zorder=3)
+    num = (f"{r['value']:.3g}" if r["ci_low"] == r["ci_high"] else
+           f"{r['value']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]")
+    ax.text(1.01, y, f"{num}  {_OP.get(r['holds_if'], '?')} {r['threshold']:g}   {r['quantity']}", va="center",
+            fontsize=7.5, color=col, transform=ax.get_yaxis_transform())
+
+
+def _interval_panel(ax: Any, df: pd.DataFrame) -> None:
+    from matplotlib.patches import Patch
+
+    labels = {c.id: c.label for c in CLAIMS}
+    n, lim = len(df), _LIM
     ax.axvspan(-lim, 0, color="#e8f5e9", zorder=0)
     ax.axvspan(0, lim, color="#ffebee", zorder=0)
     ax.axvline(0, color="black", lw=1.2, zorder=1)
     ytick = []
     for i, r in df.iterrows():
         y = n - 1 - i
-        col = COLOURS.get(r["verdict"], COLOURS[NA])
         ytick.append((y, f"{str(r['seed'])[:3]}  {labels.get(r['id'], r['id'])}"))
-        if r["verdict"] == NA or not np.isfinite([r["value"], r["ci_low"], r["ci_high"]]).all():
-            ax.text(-lim + 0.15, y, "not measurable here: " + str(r["ours"])[:110], va="center", fontsize=7,
-                    color="#424242", zorder=4, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85,
-                                                     "pad": 0.6})
-            continue
-        p, lo, hi = margins(r)
-        hw = (hi - lo) / 2
-        if hw > 0:
-            c, p = (lo + hi) / 2 / hw, p / hw
-            a, b = np.clip([c - 1, c + 1], -lim, lim)
-            ax.plot([a, b], [y, y], color=col, lw=7, solid_capstyle="butt", zorder=2)
-            if -lim < p < lim:
-                ax.plot([p], [y], marker="|", color="black", ms=11, mew=2, zorder=3)
-            for edge, m in ((-lim, "<"), (lim, ">")):
-                if (c - 1 <= edge if edge < 0 else c + 1 >= edge):
-                    ax.plot([edge * 0.985], [y], marker=m, color=col, ms=8, zorder=3)
-        else:  # an exact count: no interval, drawn at the edge of its side
-            ax.plot([-lim * 0.9 if p < 0 else lim * 0.9 if p > 0 else 0], [y], marker="D", color=col, ms=8,
-                    mec="black", zorder=3)
-        num = (f"{r['value']:.3g}" if r["ci_low"] == r["ci_high"] else
-               f"{r['value']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]")
-        ax.text(1.01, y, f"{num}  {_OP.get(r['holds_if'], '?')} {r['threshold']:g}   {r['quantity']}", va="center",
-                fontsize=7.5, color=col, transform=ax.get_yaxis_transform())
+        _claim_row(ax, y, r, COLOURS.get(r["verdict"], COLOURS[NA]))
     for y in [n - 1 - i + 0.5 for i in range(1, n) if df["seed"].iloc[i] != df["seed"].iloc[i - 1]]:
         ax.axhline(y, color="#9e9e9e", lw=0.8)
     ax.set_yticks([y for y, _ in ytick], [s for _, s in ytick], fontsize=8)
@@ -204,7 +219,8 @@ def verdict_figure(claims: pd.DataFrame) -> Any:
     ax.legend(handles=[Patch(color=COLOURS[v], label=v) for v in VERDICTS], fontsize=7.5, loc="lower right",
               bbox_to_anchor=(1, 1.0), ncol=4, frameon=False)
 
-    ax2 = fig.add_subplot(gs[1])
+
+def _count_panel(ax2: Any, df: pd.DataFrame) -> None:
     counts = df.groupby(["seed", "verdict"]).size().unstack(fill_value=0).reindex(columns=list(VERDICTS),
                                                                                 fill_value=0)
     left = np.zeros(len(counts))
@@ -218,4 +234,3 @@ def verdict_figure(claims: pd.DataFrame) -> Any:
     ax2.invert_yaxis()
     ax2.set_xlabel("claims", fontsize=8)
     ax2.set_title("verdicts per seed", fontsize=9)
-    return fig

@@ -20,40 +20,30 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
-import numpy as np
 import pandas as pd
 from torch import nn
 
 from paperkit import results  # results also shows matplotlib figures as PNG
 from paperkit.batchnorm import training_calibration
 from paperkit.config_tree import ALL_CONFIGS, REFERENCE
-from paperkit.papers import SEED000_TABLES_3_4
-from paperkit.profiles import Profile
 from paperkit.models.pta import (PTA_TRAIN_PROBS, PTAMobileNetV2, mobilenet_v2_baseline, parse_config,
                                  pta_mobilenet_v2)
-from paperkit.studies.branch_reports import (LATENCY_BACKEND, METRIC_KEYS, MODE_NAMES, SELECTION_SPLIT, BranchState,
+from paperkit.studies.branch_reports import (LATENCY_BACKEND, SELECTION_SPLIT, BranchState,
                                              ScoreCache, best_under_budget, compare, complexity_by_config,
                                              config_report, measure_config_latency, sample_faces)
+from paperkit.studies.branch_records import RECORDED_TABLE, checkpoint_profile, recorded_notice, recorded_state
 
 __all__ = [
-    "NOTEBOOK", "BUDGET_FRACTIONS", "RECORDED_TABLE", "RECORDED_COLUMNS", "checkpoint_path", "load_pta",
-    "load_nopta", "recorded_state", "prepare", "comparison_table", "budget_choices", "tradeoff_figure",
-    "sample_grid_png", "save_outputs", "record_notebook",
+    "NOTEBOOK", "BUDGET_FRACTIONS", "checkpoint_path", "load_pta", "load_nopta", "prepare", "comparison_table",
+    "budget_choices", "tradeoff_figure", "sample_grid_png", "save_outputs",
 ]
 
 NOTEBOOK = "05_compare_branches"
 #: Budgets written to the table, as fractions of the HHH latency measured in the same run (so the
 #: columns mean the same thing on every machine).
 BUDGET_FRACTIONS: tuple[float, ...] = (0.85, 1.0, 1.25)
-#: The table notebook 05 writes and, without 01's checkpoint, reads back (`tables/<name>.csv`).
-RECORDED_TABLE = "branch_comparison"
-#: Columns a recorded table must hold for the widget to work from it.
-RECORDED_COLUMNS: tuple[str, ...] = ("config", "params_m", "madds_m", "latency_ms", *METRIC_KEYS, "val_acer")
-#: Columns `comparison_table` derives (budget flags etc.): recomputed, never read back.
-_DERIVED_PREFIXES: tuple[str, ...] = ("fits_", "chosen_")
-_DERIVED_COLUMNS: tuple[str, ...] = ("rel_latency_hhh", "selection_split", "definition")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,12 +62,6 @@ def _missing(path: Path, profile: str, run_dir: str | Path, what: str, seed: int
         f"`paperkit reproduce --profile {profile} --run-dir {run_dir} --only 01`")
 
 
-def _profile_name(profile: Any) -> str:
-    """A profile name as checkpoint folders spell it (`profiles.run_name`: overridden profiles apart)."""
-    from paperkit.profiles import run_name
-    return profile if isinstance(profile, str) else run_name(profile)
-
-
 def load_pta(run_dir: str | Path, profile: Any = "default", seed: int = 0) -> PTAMobileNetV2:
     """The PTA MobileNetV2 notebook 01 trained with `seed` (best validation epoch), in eval mode, configured HHH.
 
@@ -87,7 +71,7 @@ def load_pta(run_dir: str | Path, profile: Any = "default", seed: int = 0) -> PT
     """
     from paperkit.train import load_weights
 
-    name = _profile_name(profile)
+    name = checkpoint_profile(profile)
     path = checkpoint_path(run_dir, name, "pta", seed)
     if not path.is_file():
         raise _missing(path, name, run_dir, "PTA model", seed)
@@ -101,7 +85,7 @@ def load_nopta(run_dir: str | Path, profile: Any = "default", required: bool = F
     """The No-PTA reference of notebook 01, or None (with a printed note) when it was not trained."""
     from paperkit.train import load_weights
 
-    name = _profile_name(profile)
+    name = checkpoint_profile(profile)
     path = checkpoint_path(run_dir, name, "nopta", seed)
     if not path.is_file():
         if required:
@@ -111,166 +95,6 @@ def load_nopta(run_dir: str | Path, profile: Any = "default", required: bool = F
     model = mobilenet_v2_baseline(num_classes=2)
     load_weights(model, path)
     return model.eval()
-
-
-# --------------------------------------------------------------------------------------------------
-# Without 01's checkpoint: the numbers the run recorded
-# --------------------------------------------------------------------------------------------------
-def _retrain_hint(run_dir: str | Path, profile: str) -> str:
-    return (f"run notebook 01 first, e.g. `paperkit reproduce --profile {profile} "
-            f"--run-dir {Path(run_dir).resolve()} --only 01,05`")
-
-
-def _plain(v: Any) -> Any:
-    """A CSV cell as a plain Python value (numpy scalars out, NaN kept as float)."""
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def _recorded_seed(table: pd.DataFrame, entry: Mapping[str, Any]) -> int | None:
-    if "seed" in table.columns and table["seed"].notna().any():
-        return int(table["seed"].dropna().iloc[0])
-    params = entry.get("parameters", {}) if isinstance(entry, Mapping) else {}
-    if params.get("seed") is not None:
-        return int(params["seed"])
-    seeds = params.get("seeds")
-    if isinstance(seeds, (list, tuple)) and seeds:
-        return int(seeds[0])
-    if isinstance(seeds, (int, str)) and str(seeds).strip().lstrip("-").isdigit():
-        return int(seeds)
-    return None
-
-
-def _recorded_table(run_dir: str | Path, name: str) -> tuple[Path, pd.DataFrame, list[str]]:
-    """`tables/branch_comparison.csv`, its path and its configurations, refused unless notebook 05 wrote it."""
-    path = Path(run_dir) / "tables" / f"{RECORDED_TABLE}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no recorded comparison at {path}")
-    table = pd.read_csv(path)
-    lacking = [c for c in RECORDED_COLUMNS if c not in table.columns]
-    if lacking:
-        raise ValueError(f"{path} lacks column(s) {lacking}: it was not written by notebook 05; "
-                         f"{_retrain_hint(run_dir, name)}")
-    configs = [str(c) for c in table["config"]]
-    absent = [c for c in ALL_CONFIGS if c not in configs]
-    if absent or len(set(configs)) != len(configs):
-        raise ValueError(f"{path} must hold each of the 27 configurations once (absent: {absent}); "
-                         f"{_retrain_hint(run_dir, name)}")
-    return path, table, configs
-
-
-def _recorded_manifest(run_dir: str | Path) -> tuple[Path, Any, Any, dict[str, Any]]:
-    """`manifest.json`'s path, content, entries and notebook 05's entry ({} where absent or unreadable)."""
-    import json
-
-    manifest: dict[str, Any] = {}
-    mpath = Path(run_dir) / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
-    entries = manifest.get("entries", {}) if isinstance(manifest, dict) else {}
-    entry = entries.get(NOTEBOOK, {}) if isinstance(entries, dict) else {}
-    entry = entry if isinstance(entry, dict) else {}
-    return mpath, manifest, entries, entry
-
-
-def _recorded_report(record: Mapping[str, Any], c: str, path: Path, run_dir: str | Path, name: str,
-                     bn_recorded: bool) -> dict[str, Any]:
-    """One recorded table row as the report `config_report` would have built (derived columns dropped)."""
-    row = {k: _plain(v) for k, v in record.items()
-           if k not in _DERIVED_COLUMNS and not k.startswith(_DERIVED_PREFIXES)}
-    row["config"] = c
-    for k in RECORDED_COLUMNS[1:]:
-        row[k] = float(row[k])
-    if not math.isfinite(row["latency_ms"]) or row["latency_ms"] <= 0:
-        raise ValueError(f"{path}: {c} has no recorded latency ({row['latency_ms']}); "
-                         f"{_retrain_hint(run_dir, name)}")
-    is_ref = c == REFERENCE
-    row.setdefault("blocks", "reference model" if is_ref else " / ".join(MODE_NAMES[m] for m in c))
-    if not bn_recorded or not isinstance(row.get("bn"), str):
-        row["bn"] = "n/a" if is_ref else "shared"
-    row.setdefault("latency_backend", LATENCY_BACKEND)
-    row.setdefault("dataset", "")
-    row.setdefault("paper_config", c in SEED000_TABLES_3_4)
-    row.setdefault("trained_config", bool(is_ref or c in PTA_TRAIN_PROBS))
-    row["samples"] = []
-    return row
-
-
-def _as_profile(profile: Any) -> Profile:
-    """The Profile a recorded state describes: the one given, or the named one."""
-    from paperkit.profiles import get_profile
-    return profile if isinstance(profile, Profile) else get_profile(str(profile))
-
-
-def recorded_state(run_dir: str | Path, profile: Any = "default", seed: int | None = None) -> BranchState:
-    """A `BranchState` built from what notebook 05 recorded in `run_dir` (no model, no data, no timing).
-
-    Reads `tables/branch_comparison.csv` (one row per configuration, the No-PTA reference optional) and,
-    for provenance, the notebook's entry in `manifest.json`. The table must hold all 27 configurations
-    and the columns of `RECORDED_COLUMNS`; it must come from the same profile (and seed, when given)
-    as asked for. Raises FileNotFoundError when there is no such table, ValueError when it is unusable.
-    """
-    name = _profile_name(profile)
-    path, table, configs = _recorded_table(run_dir, name)
-    mpath, manifest, entries, entry = _recorded_manifest(run_dir)
-    if entry.get("status") == "running":  # `paperkit reproduce` marks the notebook it is running so
-        raise ValueError(f"{mpath} says {NOTEBOOK} is being rerun (by `paperkit reproduce`): a reproduction "
-                         "scores the model it trained, so include notebook 01 in the same run (--only 01,05)")
-    rec_profile = (entry.get("parameters") or {}).get("profile")
-    if rec_profile is not None and str(rec_profile) != name:
-        raise ValueError(f"{path} was recorded with profile {rec_profile!r}, not {name!r}; "
-                         f"{_retrain_hint(run_dir, name)}")
-    rec_seed = _recorded_seed(table, entry)
-    if seed is not None and rec_seed is not None and int(seed) != rec_seed:
-        raise ValueError(f"{path} was recorded with seed {rec_seed}, not {seed}; {_retrain_hint(run_dir, name)}")
-    bn_recorded = "bn" in table.columns
-    # the 27 in the table's order (other rows, e.g. from a later model, are not this widget's)
-    order = ([REFERENCE] if REFERENCE in configs else []) + [c for c in configs if c in ALL_CONFIGS]
-    rows = {str(r["config"]): r for r in table.to_dict("records")}
-    reports = {c: _recorded_report(rows[c], c, path, run_dir, name, bn_recorded) for c in order}
-    datasets = sorted({str(r["dataset"]) for r in reports.values() if str(r["dataset"]) not in ("", "nan")})
-    prior = entries.get("01_pta_mobilenet", {}) if isinstance(entries, dict) else {}
-    provenance = {
-        "table": str(path), "run_dir": str(Path(run_dir).resolve()), "profile": name, "seed": rec_seed,
-        "git_revision": str(entry.get("git_revision", "unknown")), "status": str(entry.get("status", "unknown")),
-        "manifest_updated": str(manifest.get("updated", "unknown")) if isinstance(manifest, dict) else "unknown",
-        "python": str((entry.get("packages") or {}).get("python", "unknown")),
-        "torch": str((entry.get("packages") or {}).get("torch", "unknown")),
-        "bn_recorded": bn_recorded,
-        "train_wall_time_s": prior.get("wall_time_s") if isinstance(prior, dict) else None,
-        "latency_backend": str(reports["HHH"].get("latency_backend", LATENCY_BACKEND)),
-    }
-    bn = str(reports["HHH"]["bn"])
-    return BranchState(model=None, reports=reports, samples=None, dataset="; ".join(datasets) or "unknown dataset",
-                       root=None, run_dir=Path(run_dir), profile=_as_profile(profile),
-                       seeds=(rec_seed if rec_seed is not None else int(seed or 0),), bn=bn,
-                       source="recorded", provenance=provenance)
-
-
-def _recorded_notice(state: BranchState, checkpoint: Path) -> str:
-    """The first thing notebook 05 prints on the recorded path: which run, what that means, how to go live."""
-    p = state.provenance
-    n_pta = len(state.configs)
-    ref = " + No-PTA reference" if REFERENCE in state.reports else ""
-    bn = (f"BatchNorm: {state.bn}" if p.get("bn_recorded") else
-          "BatchNorm: shared (the checkpoint's statistics; this table predates per-configuration recalibration)")
-    took = p.get("train_wall_time_s")
-    took_s = f" (it took {float(took) / 60:.0f} min in that run)" if isinstance(took, (int, float)) else ""
-    return "\n".join([
-        f"RECORDED RUN, not a live one: notebook 01's checkpoint {checkpoint} is not here, so this notebook "
-        "shows what the run in run_dir recorded for it and retrains, rescores and measures nothing.",
-        f"  run: {p['run_dir']} (profile {p['profile']}, seed {p['seed'] if p['seed'] is not None else 'unknown'}, "
-        f"git {p['git_revision']}, manifest updated {p['manifest_updated']}, torch {p['torch']}); "
-        f"table: {p['table']}; dataset: {state.dataset}; {n_pta} configurations{ref}",
-        f"  latencies are the RECORDED ones ({p['latency_backend']}, measured on the machine of that run), "
-        "not measured on this machine; val/test metrics are the recorded ones; " + bn,
-        "  sample-face previews are absent (they need the model); nothing is written to run_dir",
-        f"  for live scores, latencies and sample faces: {_retrain_hint(p['run_dir'], p['profile'])}{took_s}, "
-        "or run notebook 01 with the same parameters, then rerun this notebook",
-    ])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +123,7 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
     seed = resolve_seeds(prof, seeds)[0]
     params = {"profile": prof.name, "data_root": data_root or "", "run_dir": str(run_dir), "seeds": seeds,
               **({"overrides": dict(overrides)} if overrides else {})}
-    ckpt = checkpoint_path(run_dir, _profile_name(prof), "pta", seed)
+    ckpt = checkpoint_path(run_dir, checkpoint_profile(prof), "pta", seed)
     if fallback and not ckpt.is_file():
         try:
             st = recorded_state(run_dir, prof.name, seed)
@@ -308,13 +132,35 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
                                     f"numbers to show instead: {e}") from None
         st.started = started
         st.parameters = params
-        print(_recorded_notice(st, ckpt), flush=True)
+        print(recorded_notice(st, ckpt), flush=True)
         return st
     model = load_pta(run_dir, prof, seed)  # fail fast, before building any data
     ref = load_nopta(run_dir, prof, seed=seed)
     d = open_data(prof, data_root)
-    root, loaders, dataset = d.root, d.loaders, d.dataset
     configs = [c for c in dict.fromkeys("".join(parse_config(c)) for c in configs)]
+    m = _measure(model, ref, d.loaders, prof, configs, recalibrate, n_samples, d.dataset)
+    if progress:
+        _print_measured(m, prof, seed, d.dataset, configs, ref is not None)
+    _check_table3(m.reports, run_dir, seed, m.cache.bn_mode)
+    return BranchState(model=model, reports=m.reports, samples=m.samples, dataset=d.dataset, root=Path(d.root),
+                       run_dir=Path(run_dir), profile=prof, seeds=(seed,), started=started,
+                       bn=m.cache.bn_mode, timings=m.timings, parameters=params)
+
+
+class _Measured(NamedTuple):
+    reports: dict[str, dict[str, Any]]
+    samples: Any
+    timings: dict[str, float]
+    cache: ScoreCache
+    calib: Any
+    rounds: int
+    iters: int
+
+
+def _measure(model: PTAMobileNetV2, ref: nn.Module | None, loaders: Mapping[str, Any], prof: Any,
+             configs: list[str], recalibrate: bool, n_samples: int, dataset: str) -> _Measured:
+    """Score every configuration on val and test once (BatchNorm per configuration), count params/MAdds,
+    time them now, and build one report per configuration."""
     t0 = time.time()
     calib = training_calibration(loaders, prof) if recalibrate else None
     cache = ScoreCache({k: loaders[k] for k in ("val", "test")}, calib=calib)
@@ -326,25 +172,25 @@ def prepare(profile: Any = "default", data_root: str = "", run_dir: str | Path =
     lat = measure_config_latency(model, configs, prof.input_size, reference=ref, rounds=rounds, iters=iters)
     t3 = time.time()
     samples = sample_faces(loaders["test"].dataset, n_samples, prof.data_seed)
-    reports: dict[str, dict[str, Any]] = {}
-    for c in ([REFERENCE] if ref is not None else []) + configs:
-        reports[c] = config_report(model, c, cache, samples, latency_ms=lat[c], cost=cost[c],
-                                   input_size=prof.input_size, dataset=dataset)
+    reports = {c: config_report(model, c, cache, samples, latency_ms=lat[c], cost=cost[c],
+                                input_size=prof.input_size, dataset=dataset)
+               for c in ([REFERENCE] if ref is not None else []) + configs}
     timings = {"scores_s": t1 - t0, "bn_calibration_s": cache.bn.seconds if cache.bn is not None else 0.0,
                "complexity_s": t2 - t1, "latency_s": t3 - t2}
-    if progress:
-        print(f"profile {prof.name}; seed {seed}; dataset: {dataset}; {len(configs)} configurations"
-              f"{' + No-PTA reference' if ref is not None else ''}; val {len(cache.labels['val'])} / "
-              f"test {len(cache.labels['test'])} images; input {prof.input_size}px")
-        bn_note = (f"BatchNorm re-estimated per configuration on {calib.n_images} clean training crops in "
-                   f"{timings['bn_calibration_s']:.1f}s (one staged walk of the configuration tree)"
-                   if calib is not None else "BatchNorm: the checkpoint's statistics (not recalibrated)")
-        print(f"{bn_note}; scores {t1 - t0:.1f}s in total (one data pass per split), params/MAdds "
-              f"{t2 - t1:.1f}s, latency {t3 - t2:.1f}s ({rounds} interleaved rounds x {iters}, {LATENCY_BACKEND})")
-    _check_table3(reports, run_dir, seed, cache.bn_mode)
-    return BranchState(model=model, reports=reports, samples=samples, dataset=dataset, root=Path(root),
-                       run_dir=Path(run_dir), profile=prof, seeds=(seed,), started=started,
-                       bn=cache.bn_mode, timings=timings, parameters=params)
+    return _Measured(reports, samples, timings, cache, calib, rounds, iters)
+
+
+def _print_measured(m: _Measured, prof: Any, seed: int, dataset: str, configs: list[str], has_ref: bool) -> None:
+    t = m.timings
+    print(f"profile {prof.name}; seed {seed}; dataset: {dataset}; {len(configs)} configurations"
+          f"{' + No-PTA reference' if has_ref else ''}; val {len(m.cache.labels['val'])} / "
+          f"test {len(m.cache.labels['test'])} images; input {prof.input_size}px")
+    bn_note = (f"BatchNorm re-estimated per configuration on {m.calib.n_images} clean training crops in "
+               f"{t['bn_calibration_s']:.1f}s (one staged walk of the configuration tree)"
+               if m.calib is not None else "BatchNorm: the checkpoint's statistics (not recalibrated)")
+    print(f"{bn_note}; scores {t['scores_s']:.1f}s in total (one data pass per split), params/MAdds "
+          f"{t['complexity_s']:.1f}s, latency {t['latency_s']:.1f}s ({m.rounds} interleaved rounds x {m.iters}, "
+          f"{LATENCY_BACKEND})")
 
 
 def _check_table3(reports: Mapping[str, Mapping[str, Any]], run_dir: str | Path, seed: int = 0,
@@ -456,18 +302,6 @@ def save_outputs(state: BranchState, run_dir: str | Path, table: pd.DataFrame, c
                results.save_figure(run_dir, "branch_tradeoff", figure)]
     state.outputs.extend(written)   # what common.record(state) lists in the manifest
     return written
-
-
-def record_notebook(state: BranchState, run_dir: str | Path, params: Mapping[str, Any],
-                    outputs: Sequence[Path]) -> Path | None:
-    """This notebook's manifest entry through `paperkit.results.record_notebook` (live path). On the
-    recorded path the manifest keeps the recorded run's entry (it vouches for the files shown) and None
-    is returned."""
-    if state.recorded:
-        print(f"recorded run: {Path(run_dir) / 'manifest.json'} keeps the entry of the run shown "
-              f"(git {state.provenance.get('git_revision', '?')})")
-        return None
-    return results.record_notebook(run_dir, NOTEBOOK, dict(params), state.root, state.started, outputs)
 
 
 def sample_grid_png(state: BranchState, configs: Sequence[str] | None = None) -> bytes:
