@@ -106,3 +106,27 @@ def test_overridden_synth_fields_reach_the_generator(monkeypatch, tmp_path):
     assert data.resolve_root("", prof, 0) == tmp_path
     assert seen[0] is prof and seen[0].synth_identities == 12
     assert synth.synth_key(prof) != synth.synth_key(profiles.get_profile("smoke"))
+
+
+class _CountingProfiles(dict):
+    """PROFILES that counts look-ups by name (what re-resolving a profile on its way down would do)."""
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.lookups = []
+
+    def __getitem__(self, name):
+        self.lookups.append(name)
+        return super().__getitem__(name)
+
+
+def test_the_profile_is_resolved_once_on_its_way_to_the_loaders(monkeypatch, tmp_path):
+    """studies -> profiles -> data -> synth -> loaders: the name becomes a Profile once, in common.setup;
+    below it the object travels (an override would be lost by any later look-up by name)."""
+    from paperkit.studies import common
+
+    counting = _CountingProfiles(profiles.PROFILES)
+    monkeypatch.setattr(profiles, "PROFILES", counting)
+    st = common.setup(common.Study, "01_pta_mobilenet", "smoke", "", tmp_path, None, {"batch_size": 5})
+    assert counting.lookups == ["smoke"]
+    assert st.loaders["train"].batch_size == 5     # the override reached the loaders
