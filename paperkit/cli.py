@@ -1,4 +1,4 @@
-"""`paperkit` command line: data, profile, bench, predict, results, reproduce; each verb is a thin call."""
+"""`paperkit` command line: data, profile, bench, predict, evaluate, results, reproduce; each verb is a thin call."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the report as JSON")
     pr.add_argument("--csv", default=None, metavar="FILE", help="also write one row per input file to FILE")
     pr.add_argument("--model-info", action="store_true", help="print the model card and exit")
+
+    ev = sub.add_parser("evaluate", help="AUC, APCER, BPCER, ACER of a model on a folder of real photos")
+    ev.add_argument("root", help="ROOT/live/** and ROOT/spoof/**, or a CelebA-Spoof tree (its test split)")
+    ev.add_argument("--model", default=None, help="ONNX model (default: the one shipped in the package)")
+    ev.add_argument("--report", default=None, metavar="DIR", help="write scores.csv, worst_errors.png, metrics.json")
+    ev.add_argument("--threshold", type=float, default=0.5)
+    ev.add_argument("--detector", default="auto", choices=["auto", "cnn", "fast", "haar"])
 
     rs = sub.add_parser("results", help="what a run folder holds").add_subparsers(dest="results_cmd", required=True)
     su = rs.add_parser("summary", help="the README results section, rendered from a run folder's tables")
@@ -167,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "predict":
         from . import predict
         return predict.cli_predict(a.paths, a.model, a.threshold, a.json, a.csv, a.detector, a.model_info)
+    if a.cmd == "evaluate":
+        from . import evaluate
+        return evaluate.cli_evaluate(a.root, a.model, a.report, a.threshold, a.detector)
     if a.cmd == "results":
         from . import summary
         try:
