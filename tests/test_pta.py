@@ -147,6 +147,7 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
 
     from paperkit import complexity, results
     from paperkit.batchnorm import SharedStatsStore, bn_buffers
+    from paperkit.studies import pta_costs, pta_summary
     from paperkit.studies import pta_mobilenet as study_mod
 
     configs = ["NoPTA", "HHH", "LHH", "HLH", "HHL", "LLL", "BBB"]
@@ -193,11 +194,11 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
     assert preds is not None and set(preds["split"]) == {"val", "test"}
     assert set(preds["bn"]) == {"", "shared", "recalibrated"} and set(preds["fmt"]) == {"torch"}
     assert len(preds) == 13 * (len(s.loaders["val"].dataset) + len(s.loaders["test"].dataset))
-    t4 = study_mod.table4(s)
+    t4 = pta_costs.table4(s)
     assert {"latency_ms_torch", "latency_ms_ort", "rel_latency", "rel_latency_ci_low", "paper_madds_m",
             "seed", "bn"} <= set(t4.columns)
     assert set(seen_bn) == set(configs[1:])  # every exported configuration gets its own statistics
-    t5 = study_mod.table5(s)
+    t5 = pta_costs.table5(s)
     assert list(t5["model"]) == ["MobileNetV2", "MobileNetV2+PTA"] and t5.loc[0, "rel_epoch_time"] == 1.0
     for col in ("rel_epoch_time", "rel_step_time", "rel_step_time_ci_low", "rel_step_time_ci_high",
                 "timing_rounds", "seed", "best_acer_ci_low"):
@@ -211,7 +212,7 @@ def test_study_writes_tables_and_figure(tiny_celeba_clean, tmp_path, monkeypatch
         df = results.read_table(run_dir, name)
         assert df is not None and (df["dataset"] == "CelebA-Spoof").all()
     assert (run_dir / "figures" / "figure2_val_acer.png").is_file()
-    summ = study_mod.summary(s)
+    summ = pta_summary.summary(s)
     assert "PTA/NoPTA epoch time" in summ and "PTA/NoPTA train-step time [95% CI]" in summ
     assert "test ACER % HHH: shared -> recalibrated BN" in summ
     # a rerun resumes from the finished checkpoints instead of training again, shared curve included

@@ -152,17 +152,18 @@ def fake_study(tmp_path_factory: pytest.TempPathFactory):
 
     from paperkit.profiles import get_profile
     from paperkit.studies import fourier_texture as tx
+    from paperkit.studies import texture_deploy as td
 
     run = tmp_path_factory.mktemp("run")
     prof = get_profile("smoke")
     st = tx.Study(notebook=tx.NOTEBOOK, profile=prof, root=run, run_dir=run, seeds=(0,), dataset="synthetic (test)")
     rng = np.random.default_rng(1)
-    rounds = [{"candidate": tx.BASELINE, "round": r, "median_ms": 10 + rng.normal(0, 0.3), "iters": 5,
+    rounds = [{"candidate": td.BASELINE, "round": r, "median_ms": 10 + rng.normal(0, 0.3), "iters": 5,
                "threads": 1} for r in range(6)]
     for key in tx.MODELS:
         st.models[(key, 0)] = texture_net()
-        for j, fmt in enumerate(tx.FORMATS):
-            p = tx.onnx_path(st, key, fmt, 0)
+        for j, fmt in enumerate(td.FORMATS):
+            p = td.onnx_path(st, key, fmt, 0)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"x" * (1000 + j))
             st.onnx[(key, fmt, 0)] = p
@@ -170,13 +171,13 @@ def fake_study(tmp_path_factory: pytest.TempPathFactory):
             r2 = np.random.default_rng(7)   # same images (and labels) for every model: pairing is possible
             st.scored[(key, fmt, 0, "val")] = _fake_scored(8, 10, r2, 0.05 * j)
             st.scored[(key, fmt, 0, "test")] = _fake_scored(30, 10, r2, 0.05 * j)
-            rounds += [{"candidate": tx.candidate(key, fmt, 0), "round": r, "median_ms": 3 + j + rng.normal(0, 0.2),
+            rounds += [{"candidate": td.candidate(key, fmt, 0), "round": r, "median_ms": 3 + j + rng.normal(0, 0.2),
                         "iters": 5, "threads": 1} for r in range(6)]
     st.tables["latency_rounds"] = pd.DataFrame(rounds)
-    lat = tx.latency_table(st.tables["latency_rounds"], n_boot=500)
+    lat = td.latency_table(st.tables["latency_rounds"], n_boot=500)
     lat["model"], lat["format"], lat["seed"] = "", "", 0
     st.tables["latency"] = lat
-    tx.deploy_table(st)
+    td.deploy_table(st)
     return st
 
 
@@ -215,11 +216,11 @@ def test_predictions_cover_every_model_format_split(fake_study) -> None:
 
 
 def test_latency_table_intervals_and_ratio(fake_study) -> None:
-    from paperkit.studies import fourier_texture as tx
+    from paperkit.studies import texture_deploy as td
 
     lat = fake_study.tables["latency"].set_index("candidate")
-    assert lat.loc[tx.BASELINE, "rel_latency"] == pytest.approx(1.0)
-    r = lat.loc[tx.candidate("texture", "int8", 0)]
+    assert lat.loc[td.BASELINE, "rel_latency"] == pytest.approx(1.0)
+    r = lat.loc[td.candidate("texture", "int8", 0)]
     # ~4 ms vs ~10 ms: the paired ratio interval sits around 0.4 and excludes 1
     assert 0.3 < r["rel_latency_ci_low"] <= r["rel_latency"] <= r["rel_latency_ci_high"] < 0.6
     assert r["latency_ms_ci_low"] <= r["latency_ms"] <= r["latency_ms_ci_high"]
@@ -228,11 +229,12 @@ def test_latency_table_intervals_and_ratio(fake_study) -> None:
 
 def test_agreement_and_summary_carry_paired_intervals(fake_study) -> None:
     from paperkit.studies import fourier_texture as tx
+    from paperkit.studies import texture_deploy as td
 
     ag = fake_study.tables["agreement"]
     assert set(ag["model"]) == set(tx.MODELS)
     assert ((ag["acer_delta_ci_low"] <= ag["acer_delta"]) & (ag["acer_delta"] <= ag["acer_delta_ci_high"])).all()
-    s = tx.summary(fake_study).set_index("quantity")
+    s = td.summary(fake_study).set_index("quantity")
     row = s.loc["ablation: ACER with - without, INT8 (points, paired)"]
     assert row["ci_low"] <= row["ours"] <= row["ci_high"]
     assert s.loc["INT8 latency (ms, batch 1, 1 thread)", "target"] == "< 20"
@@ -255,17 +257,19 @@ def test_across_seeds_rows_when_more_than_one_seed(fake_study) -> None:
 
 def test_checkpoint_and_file_names_include_the_seed(fake_study) -> None:
     from paperkit.studies import fourier_texture as tx
+    from paperkit.studies import texture_deploy as td
 
     assert tx.checkpoint_name("texture", "smoke", 2) == "02_texture_smoke_s2"
-    assert tx.onnx_path(fake_study, "texture", "int8", 0).relative_to(fake_study.run_dir).as_posix() \
+    assert td.onnx_path(fake_study, "texture", "int8", 0).relative_to(fake_study.run_dir).as_posix() \
         == "models/texture_int8.onnx"                              # the first seed's Fourier model ships
-    assert "s1" in tx.onnx_path(fake_study, "texture", "int8", 1).name
-    assert "checkpoints" in tx.onnx_path(fake_study, "texture_no_fourier", "int8", 0).parts
+    assert "s1" in td.onnx_path(fake_study, "texture", "int8", 1).name
+    assert "checkpoints" in td.onnx_path(fake_study, "texture_no_fourier", "int8", 0).parts
 
 
 def test_across_seeds_in_deploy_table_skips_interval_bounds(fake_study, monkeypatch) -> None:
     """With two seeds the deploy table gains mean/std rows of the point metrics, not of CI bounds."""
     from paperkit.studies import fourier_texture as tx
+    from paperkit.studies import texture_deploy as td
 
     st = fake_study
     monkeypatch.setattr(st, "seeds", (0, 1))
@@ -277,13 +281,13 @@ def test_across_seeds_in_deploy_table_skips_interval_bounds(fake_study, monkeypa
         monkeypatch.setitem(st.models, (m, 1), st.models[(m, 0)])
         monkeypatch.setitem(st.info, f"{m}/s1/parity", 1e-6)
     lat = st.tables["latency"]
-    extra = lat[lat["candidate"] != tx.BASELINE].assign(candidate=lambda d: d["candidate"].str.replace("/s0", "/s1"))
+    extra = lat[lat["candidate"] != td.BASELINE].assign(candidate=lambda d: d["candidate"].str.replace("/s0", "/s1"))
     monkeypatch.setitem(st.tables, "latency", pd.concat([lat, extra], ignore_index=True))
-    monkeypatch.setattr(tx.results, "write_table", lambda *a, **k: st.run_dir / "x.csv")
-    monkeypatch.setattr(tx.results, "write_predictions", lambda *a, **k: st.run_dir / "x.csv.gz")
+    monkeypatch.setattr(td.results, "write_table", lambda *a, **k: st.run_dir / "x.csv")
+    monkeypatch.setattr(td.results, "write_predictions", lambda *a, **k: st.run_dir / "x.csv.gz")
     for name in ("deploy", "agreement"):                # restored after the test (module-scoped study)
         monkeypatch.setitem(st.tables, name, st.tables[name])
-    d = tx.deploy_table(st)
+    d = td.deploy_table(st)
     agg = d[d["seed"].isin(["mean", "std"])]
     assert len(agg) == 2 * 8
     assert agg["acer"].notna().all() and agg["acer_ci_low"].isna().all()

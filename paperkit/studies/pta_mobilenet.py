@@ -1,6 +1,11 @@
-"""Notebook 01 (seed 000): No-PTA vs PTA MobileNetV2, regenerating Tables 3-5 and Figure 2.
+"""Notebook 01 (seed 000): No-PTA vs PTA MobileNetV2: training, Table 3 (quality) and Figure 2.
 
-The notebook is thin: `setup` -> `train` -> `table3` / `table4` / `table5` / `figure2` -> `summary`.
+The notebook is thin: `setup` -> `recipe` -> `train` -> `table3` -> `pta_costs.table4` / `pta_costs.table5`
+-> `figure2` -> `pta_summary.summary`. This module holds the study, its training, the scoring of every
+configuration (Table 3) and the validation curves (Figure 2); what the configurations cost (Table 4:
+params, MAdds, latency and `export_config`; Table 5: training time) is in `paperkit.studies.pta_costs`,
+and the run's ratios beside the paper's in `paperkit.studies.pta_summary`.
+
 Every table is written through `paperkit.results` with the dataset it was measured on and the paper's
 numbers in `paper_*` columns beside ours (the paper's are CelebA-Spoof on a GTX 1050Ti and two phones).
 
@@ -19,8 +24,8 @@ data (`profile.data_seed`); tables have a `seed` column and, with more than one 
 Why the two models are trained epoch by epoch in alternation: the machine is shared, so its load
 drifts; training No-PTA fully and then PTA would fold that drift into the epoch-time ratio (Table 5).
 `fit` resumes exactly from its last checkpoint, so alternating 1-epoch calls trains the same models
-as two uninterrupted runs while both see the same load. Table 5 adds a short interleaved (ABBA)
-train-step benchmark, whose rounds give the time ratio a confidence interval.
+as two uninterrupted runs while both see the same load. Table 5 (`paperkit.studies.pta_costs`) adds a short
+interleaved (ABBA) train-step benchmark, whose rounds give the time ratio a confidence interval.
 """
 from __future__ import annotations
 
@@ -29,7 +34,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -37,18 +41,16 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from paperkit import complexity, results, stats
+from paperkit import results, stats
 from paperkit.batchnorm import (CALIBRATION_IMAGES, CalibrationSet, SharedStatsStore, bn_buffers, load_bn_buffers,
                                 recalibrate_bn, training_calibration, weights_fingerprint)
 from paperkit.config_tree import staged_bn_states, staged_scores
-from paperkit.models.pta import (CONFIGS, PTA_TRAIN_PROBS, mobilenet_v2_baseline,
-                                 parse_config, pta_mobilenet_v2)
+from paperkit.models.pta import CONFIGS, PTA_TRAIN_PROBS, mobilenet_v2_baseline, pta_mobilenet_v2
 from paperkit.losses import LossFn, cross_entropy_loss
-from paperkit.papers import SEED000_TABLE5, SEED000_TABLES_3_4
+from paperkit.papers import SEED000_TABLES_3_4
 from paperkit.profiles import Profile, get_profile, run_name
 from paperkit.studies import common
-from paperkit.studies.pta_training import (STEP_TIMING_STEPS, VALIDATION_CONFIG, PTAFitHooks, step_timing,
-                                           warm_up)
+from paperkit.studies.pta_training import VALIDATION_CONFIG, PTAFitHooks, warm_up
 
 NOTEBOOK = "01_pta_mobilenet"
 DEFINITION = ("ISO/IEC 30107-3 (attack = positive, score = P(attack), attack when score >= threshold); "
@@ -248,7 +250,8 @@ def _history_frame(study: Study) -> pd.DataFrame:
     return out
 
 
-def _require_run(study: Study, seed: int | None = None) -> SeedRun:
+def require_run(study: Study, seed: int | None = None) -> SeedRun:
+    """The trained run of `seed` (None: the first seed); raises when `train` has not run."""
     run = study.runs.get(study.seed if seed is None else seed)
     if run is None or "nopta" not in run.models or "pta" not in run.models:
         raise RuntimeError("no trained models in this study; run paperkit.studies.pta_mobilenet.train(study) first")
@@ -289,7 +292,7 @@ def _staged_splits(pta: nn.Module, study: Study, bn: Any) -> dict[str, dict[str,
 def evaluate_seed(study: Study, seed: int) -> SeedRun:
     """Score No-PTA and every PTA configuration of one seed on val and test, with shared and with
     recalibrated BatchNorm statistics (each configuration's own, kept in `run.bn_states` for export)."""
-    run = _require_run(study, seed)
+    run = require_run(study, seed)
     base, pta = run.models["nopta"], run.models["pta"]
     cl = study.profile.channels_last
     saved_bn, saved_cfg = bn_buffers(pta), pta.config
@@ -347,7 +350,7 @@ def table3(study: Study) -> pd.DataFrame:
     keys = ("accuracy", "apcer", "bpcer", "acer")
     rows, preds = [], []
     for seed in study.seeds:
-        run = _require_run(study, seed)
+        run = require_run(study, seed)
         if not run.scored:
             evaluate_seed(study, seed)
         for config, bn in _variants(run):
@@ -396,131 +399,8 @@ def table3_view(study: Study, operating_point: str = "fixed_0.5") -> pd.DataFram
     return t3.loc[t3["operating_point"] == operating_point, [c for c in cols if c in t3]].reset_index(drop=True)
 
 
-def export_config(study: Study, config: str, path: str | Path, seed: int | None = None) -> Path:
-    """Export one PTA configuration to ONNX with *its own* (recalibrated) BatchNorm statistics, check parity."""
-    from paperkit import deploy
-
-    run = _require_run(study, seed)
-    if not run.bn_states:
-        evaluate_seed(study, run.seed)
-    cfg = "".join(parse_config(config))
-    if cfg not in run.bn_states:
-        raise KeyError(f"no recalibrated statistics for {config!r}; Table 3 configurations: {list(run.bn_states)}")
-    m = copy.deepcopy(run.models["pta"]).cpu().eval().configure(cfg)
-    load_bn_buffers(m, run.bn_states[cfg])
-    out = deploy.export_onnx(m, path, input_size=study.profile.input_size)
-    x = study.calib.batches[0][:4]
-    gap = deploy.parity(m, out, x)
-    if gap > 1e-3:
-        raise RuntimeError(f"{out}: ONNX and torch disagree by {gap:.2e} on training crops")
-    return out
-
-
 # --------------------------------------------------------------------------------------------------
-# Table 4: complexity and latency
-# --------------------------------------------------------------------------------------------------
-def table4(study: Study | None = None, profile: str | Profile = "default") -> pd.DataFrame:
-    """Params and MAdds at 1x3x128x128 (paper convention) plus measured batch-1 CPU latency.
-
-    Latency uses the first seed's trained models when a study with models is given (fresh ones
-    otherwise; weights do not change latency), torch eager and ONNX Runtime FP32, 1 thread, interleaved
-    rounds, rel_latency vs No-PTA in the same run (ORT, the deployable runtime; torch in
-    rel_latency_torch) with a 95% interval over rounds paired by round. Each exported configuration
-    carries its own recalibrated BatchNorm statistics.
-    """
-    prof = study.profile if study is not None else get_profile(profile)
-    base = pta = None
-    bn_states = None
-    if study is not None and study.models:
-        run = _require_run(study)
-        base, pta = run.models["nopta"], run.models["pta"]
-        bn_states = run.bn_states or None
-    comp = pd.DataFrame(complexity.table4(128))
-    # smoke checks wiring: the legacy exporter saves ~40 s there; every other profile exports with
-    # paperkit.deploy (dynamo), i.e. measures the graphs we ship
-    exporter = "torchscript" if prof.name == "smoke" else "dynamo"
-    lat = complexity.latency_wide(complexity.bench_latency(prof, baseline=base, pta=pta, extras=False,
-                                                           exporter=exporter, bn_states=bn_states))
-    df = comp.merge(lat, on="config", how="left")
-    for k in ("params_m", "madds_m", "latency_sd845_ms", "latency_sd800_ms", "rel_latency"):
-        df[f"paper_{k}"] = [SEED000_TABLES_3_4[c][k] for c in df["config"]]
-    df["input_size"] = 128
-    df["threads"] = 1
-    df["onnx_exporter"] = exporter
-    df["bn"] = [BN_NONE if c == "NoPTA" else (BN_RECALIBRATED if bn_states else BN_SHARED) for c in df["config"]]
-    df["seed"] = study.seed if study is not None and study.models else ""
-    df["dataset"] = study.dataset if study is not None else "none (untrained models)"
-    if study is not None:
-        study.tables["table4"] = df
-        study.outputs.append(results.write_table(study.run_dir, "table4_complexity", df))
-    return df
-
-
-# --------------------------------------------------------------------------------------------------
-# Table 5: best quality and training time
-# --------------------------------------------------------------------------------------------------
-def table5(study: Study) -> pd.DataFrame:
-    """Best test quality over configurations and training time per model (seed 000 Table 5).
-
-    Like the paper: best accuracy and best ACER over the configurations one trained model offers
-    (No-PTA has one), from Table 3's recalibrated rows at threshold 0.5; epoch time = mean wall time
-    of a training epoch here (CPU, shared machine), `rel_epoch_time` its PTA/No-PTA ratio (one number
-    per seed, no interval), and `rel_step_time` the ratio of train-step times from an interleaved
-    benchmark (`step_timing`, rounds = profile.latency_rounds) with a 95% interval over rounds.
-    """
-    if "table3" not in study.tables:
-        table3(study)
-    prof = study.profile
-    t3 = study.tables["table3"]
-    t0 = time.perf_counter()
-    run0 = _require_run(study)
-    rounds = max(2, prof.latency_rounds)
-    times = step_timing(run0.models, study.loaders["train"], rounds, STEP_TIMING_STEPS, prof.channels_last,
-                        prof.pta_lr, study.seed)
-    study.timings["step_timing_s"] = time.perf_counter() - t0
-    step_iv = stats.ratio_interval(times["pta"], times["nopta"], paired=True, seed=study.seed)
-    rows = []
-    for seed in study.seeds:
-        run = _require_run(study, seed)
-        sel = table3_rows(t3, seed, BN_RECALIBRATED)
-        shared = table3_rows(t3, seed, BN_SHARED)
-        shared = shared[shared["config"] != "NoPTA"]
-        epoch_ref = None
-        for key, name in MODEL_NAMES.items():
-            hist = run.histories[key]
-            sub = sel[sel["config"] == "NoPTA"] if key == "nopta" else sel[sel["config"] != "NoPTA"]
-            best = sub.loc[sub["acer"].idxmin()]
-            epoch_min = sum(hist.epoch_times) / len(hist.epoch_times) / 60.0
-            epoch_ref = epoch_min if key == "nopta" else epoch_ref
-            is_ref = key == "nopta"
-            rows.append({
-                "model": name, "seed": seed, "bn": BN_NONE if is_ref else BN_RECALIBRATED,
-                "best_accuracy": float(sub["accuracy"].max()), "best_acer": float(best["acer"]),
-                "best_acer_ci_low": float(best["acer_ci_low"]), "best_acer_ci_high": float(best["acer_ci_high"]),
-                "best_acer_config": str(best["config"]),
-                "best_acer_shared_bn": float(shared["acer"].min()) if not is_ref and len(shared) else np.nan,
-                "epoch_time_min": epoch_min, "total_time_h": sum(hist.epoch_times) / 3600.0,
-                "epochs": len(hist.epoch_times), "best_val_epoch": hist.best_epoch,
-                "rel_epoch_time": epoch_min / epoch_ref if epoch_ref else np.nan,
-                "step_time_ms": 1e3 * float(np.median(times[key])),
-                "rel_step_time": 1.0 if is_ref else step_iv.value,
-                "rel_step_time_ci_low": np.nan if is_ref else step_iv.low,
-                "rel_step_time_ci_high": np.nan if is_ref else step_iv.high,
-                "timing_rounds": rounds, "timing_steps_per_round": STEP_TIMING_STEPS,
-                "dataset": study.dataset,
-                **{f"paper_{k}": v for k, v in SEED000_TABLE5[name].items()},
-                "paper_rel_epoch_time": SEED000_TABLE5[name]["epoch_time_min"]
-                / SEED000_TABLE5["MobileNetV2"]["epoch_time_min"]})
-    df = pd.DataFrame(rows)
-    metric_cols = [c for c in df.columns if c not in ("model", "seed", "bn", "best_acer_config", "dataset")]
-    df = stats.across_seeds(df, ["model"], metric_cols)
-    study.tables["table5"] = df
-    study.outputs.append(results.write_table(study.run_dir, "table5_training", df))
-    return df
-
-
-# --------------------------------------------------------------------------------------------------
-# Figure 2 and the summary
+# Figure 2: validation ACER per epoch (the training history)
 # --------------------------------------------------------------------------------------------------
 def figure2(study: Study) -> Any:
     """Validation ACER per epoch for both models (PTA validated in HHH, as seed 000's Figure 2), PTA with
@@ -558,65 +438,3 @@ def figure2(study: Study) -> Any:
     ax.legend(fontsize=7)
     study.outputs.append(results.save_figure(study.run_dir, "figure2_val_acer", fig))
     return fig
-
-
-def _row(t: pd.DataFrame, **match: Any) -> pd.Series | None:
-    sel = t
-    for k, v in match.items():
-        sel = sel[sel[k].astype(str) == str(v)]
-    return sel.iloc[0] if len(sel) else None
-
-
-def _fmt_ci(v: float, lo: float, hi: float, nd: int = 2) -> str:
-    return f"{v:.{nd}f} [{lo:.{nd}f}, {hi:.{nd}f}]"
-
-
-def summary(study: Study) -> dict[str, Any]:
-    """The ratios the issue asks for, measured in this run (first seed; 95% intervals in brackets), beside
-    the paper's, plus what BatchNorm recalibration costs and changes."""
-    out: dict[str, Any] = {"dataset": study.dataset, "profile": study.profile.name, "seeds": list(study.seeds)}
-    t3, t4, t5 = (study.tables.get(k) for k in ("table3", "table4", "table5"))
-    if t4 is not None:
-        r = t4.set_index("config")
-        for cfg in ("LLL", "BBB", "LHH", "HLH", "HHL", "HHH"):
-            out[f"{cfg}/NoPTA latency (ORT) [95% CI]"] = _fmt_ci(
-                float(r.loc[cfg, "rel_latency"]), float(r.loc[cfg, "rel_latency_ci_low"]),
-                float(r.loc[cfg, "rel_latency_ci_high"]), 3)
-            out[f"{cfg}/NoPTA latency (ORT, p10)"] = round(float(r.loc[cfg, "rel_latency_p10"]), 3)
-            out[f"{cfg}/NoPTA latency (torch)"] = round(float(r.loc[cfg, "rel_latency_torch"]), 3)
-        out["paper LLL/NoPTA, BBB/NoPTA (SD845)"] = (0.80, 1.07)
-    if t5 is not None:
-        p = _row(t5, model=MODEL_NAMES["pta"], seed=study.seed)
-        if p is not None:
-            out["PTA/NoPTA epoch time"] = round(float(p["rel_epoch_time"]), 3)
-            out["PTA/NoPTA train-step time [95% CI]"] = _fmt_ci(
-                float(p["rel_step_time"]), float(p["rel_step_time_ci_low"]), float(p["rel_step_time_ci_high"]), 3)
-            out["paper PTA/NoPTA epoch time"] = round(float(p["paper_rel_epoch_time"]), 3)
-    if t3 is not None:
-        fx = t3[(t3["operating_point"] == "fixed_0.5") & (t3["seed"].astype(str) == str(study.seed))]
-        n = _row(fx, config="NoPTA")
-        for bn in (BN_RECALIBRATED, BN_SHARED):
-            h = _row(fx, config="HHH", bn=bn)
-            if n is None or h is None:
-                continue
-            out[f"test ACER % NoPTA vs PTA-HHH ({bn} BN) [95% CI]"] = (
-                _fmt_ci(n["acer"], n["acer_ci_low"], n["acer_ci_high"]),
-                _fmt_ci(h["acer"], h["acer_ci_low"], h["acer_ci_high"]))
-        for cfg in CONFIGS:
-            s, r = _row(fx, config=cfg, bn=BN_SHARED), _row(fx, config=cfg, bn=BN_RECALIBRATED)
-            if s is not None and r is not None:
-                out[f"test ACER % {cfg}: shared -> recalibrated BN"] = (round(float(s["acer"]), 2),
-                                                                       round(float(r["acer"]), 2))
-        run = study.runs.get(study.seed)
-        if run is not None and run.control:
-            out["control: NoPTA test ACER % with BN re-estimated the same way"] = round(
-                run.control["nopta_recalibrated_test_acer"], 2)
-    per_cfg = study.timings.get("bn_recalibration_s_per_config")
-    if per_cfg:
-        out["BN calibration crops"] = study.calib.n_images
-        out["BN recalibration s per configuration (Table 3: one tree walk for all six / 6)"] = round(
-            float(np.median(per_cfg)), 2)
-    val_s = study.timings.get("bn_recalibration_validation_s")
-    if val_s:
-        out["BN recalibration s for HHH alone (validation, per epoch, median)"] = round(float(np.median(val_s)), 2)
-    return out
