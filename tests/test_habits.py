@@ -25,8 +25,6 @@ REASON = "Long because"
 # "<module>" stands for the module itself (over MAX_MODULE_LINES).
 PENDING: set[tuple[str, str]] = {
     ("paperkit/studies/distillation.py", "<module>"),
-    ("paperkit/studies/fourier_texture.py", "<module>"),
-    ("paperkit/studies/pta_mobilenet.py", "<module>"),
     ("paperkit/studies/swap.py", "swap_table"),
     ("paperkit/studies/teacher_training.py", "train_teacher"),
 }
