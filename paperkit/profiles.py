@@ -65,6 +65,7 @@ class Profile:
     # --- benchmarks ---------------------------------------------------------------
     latency_rounds: int = 7
     latency_iters: int = 20              # per round; intervals come from the rounds (paired, interleaved)
+    robustness_images: int = 480         # test images (whole subjects) behind each row of the robustness card
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +89,7 @@ PROFILES: dict[str, Profile] = {
         bn_calib_images=64,
         latency_rounds=5,                # enough rounds for a timing interval to mean something
         latency_iters=3,
+        robustness_images=48,
         bootstrap_samples=200,
     ),
     "default": Profile(name="default"),
@@ -115,6 +117,7 @@ PROFILES: dict[str, Profile] = {
         calib_images=1024,
         latency_rounds=11,
         latency_iters=100,
+        robustness_images=4000,          # ours: 4,000 test images (whole subjects) per card row
     ),
 }
 
