@@ -19,17 +19,9 @@ from torch.utils.data import DataLoader
 from paperkit import data, deploy, results, stats
 from paperkit.models.teacher import Teacher, count_params
 from paperkit.papers import SEED003
-from paperkit.studies.distillation import (
-    BOOT_SEED,
-    JUDGED_FOR,
-    KD_KIND,
-    STUDENTS,
-    DistillRun,
-    ci_cols,
-    require_teacher,
-    scored,
-    seed_rows,
-)
+from paperkit.studies.distill_scores import BOOT_SEED, ci_cols, scored, seed_rows
+from paperkit.studies.distillation import JUDGED_FOR, KD_KIND, STUDENTS, DistillRun
+from paperkit.studies.teacher_training import require_teacher
 
 THROUGHPUT_BATCH = 32
 
