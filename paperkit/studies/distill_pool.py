@@ -48,7 +48,6 @@ class Pool:
     fraction: float
 
 
-
 def make_pool(samples: Sequence[index.Sample], fraction: float, seed: int) -> Pool | None:
     """Withhold the labels of a seeded fraction of the training *subjects* (a subject's images go together,
     like the train/val split). None when fraction is 0 or there are too few subjects."""
@@ -67,7 +66,6 @@ def make_pool(samples: Sequence[index.Sample], fraction: float, seed: int) -> Po
                          "lower unlabelled_fraction")
     return Pool(labelled=lab, unlabelled=np.flatnonzero(mask), unlabelled_subjects=tuple(sorted(hidden)),
                 fraction=float(fraction))
-
 
 
 # ============================================================================================ pool students' data

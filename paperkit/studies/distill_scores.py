@@ -39,7 +39,6 @@ def scored(run: DistillRun, name: str, model: nn.Module, loader: DataLoader,
     return stats.Scored.from_dataset(s, y, loader.dataset)
 
 
-
 def ci_cols(name: str, iv: stats.Interval) -> dict[str, float]:
     return {name: iv.value, f"{name}_ci_low": iv.low, f"{name}_ci_high": iv.high}
 
