@@ -12,7 +12,7 @@ import torch
 from paperkit import data, index, metrics, stats
 from paperkit.losses import IGNORE_LABEL
 from paperkit.profiles import get_profile
-from paperkit.studies import cross_domain, distillation
+from paperkit.studies import cross_domain, distill_pool, distillation
 
 PROF = get_profile("smoke", input_size=32, batch_size=4, num_workers=0)
 
@@ -23,7 +23,7 @@ def _samples(n_subjects: int = 10, per: int = 4) -> list[index.Sample]:
             for s in range(n_subjects) for i in range(per)]
 
 
-def _run(root: Path, loaders: dict, pool: distillation.Pool | None) -> distillation.DistillRun:
+def _run(root: Path, loaders: dict, pool: distill_pool.Pool | None) -> distillation.DistillRun:
     return distillation.DistillRun(notebook=distillation.NOTEBOOK, profile=PROF, root=root, run_dir=root / "run",
                                    seeds=(0,), tau=4.0, alpha=0.7,
                                    student="pta_mobilenet_v2", dataset="synthetic (test)", loaders=loaders,
@@ -33,20 +33,20 @@ def _run(root: Path, loaders: dict, pool: distillation.Pool | None) -> distillat
 # ------------------------------------------------------------------------------------------ pool
 def test_pool_withholds_whole_subjects_seeded_and_fixed() -> None:
     s = _samples()
-    p = distillation.make_pool(s, 0.5, seed=0)
+    p = distill_pool.make_pool(s, 0.5, seed=0)
     assert p is not None and len(p.unlabelled_subjects) == 5
     hidden = {s[i].subject for i in p.unlabelled}
     assert hidden == set(p.unlabelled_subjects)
     assert not hidden & {s[i].subject for i in p.labelled}          # subject-disjoint
     assert sorted(np.concatenate([p.labelled, p.unlabelled]).tolist()) == list(range(len(s)))
-    assert np.array_equal(distillation.make_pool(s, 0.5, seed=0).unlabelled, p.unlabelled)   # reruns agree
-    other = distillation.make_pool(s, 0.5, seed=1)
+    assert np.array_equal(distill_pool.make_pool(s, 0.5, seed=0).unlabelled, p.unlabelled)   # reruns agree
+    other = distill_pool.make_pool(s, 0.5, seed=1)
     assert other is not None and set(other.unlabelled_subjects) != set(p.unlabelled_subjects)
-    assert distillation.make_pool(s, 0.0, seed=0) is None
-    assert len(distillation.make_pool(s, 0.99, seed=0).labelled) > 0       # at least one labelled subject stays
+    assert distill_pool.make_pool(s, 0.0, seed=0) is None
+    assert len(distill_pool.make_pool(s, 0.99, seed=0).labelled) > 0       # at least one labelled subject stays
     for bad in (-0.1, 1.0, "half"):
         with pytest.raises(ValueError, match="unlabelled_fraction"):
-            distillation.make_pool(s, bad, seed=0)  # type: ignore[arg-type]
+            distill_pool.make_pool(s, bad, seed=0)  # type: ignore[arg-type]
 
 
 def test_pool_loaders_hide_labels_and_reproduce_the_cached_images(tiny_celeba_clean: Path) -> None:
@@ -55,7 +55,7 @@ def test_pool_loaders_hide_labels_and_reproduce_the_cached_images(tiny_celeba_cl
     yields only labelled subjects' images, each identical to the full set's image at that (index, epoch)."""
     loaders = data.make_loaders(tiny_celeba_clean, PROF, 0)
     tr = loaders["train"].dataset
-    pool = distillation.make_pool(tr.samples, 0.5, seed=0)
+    pool = distill_pool.make_pool(tr.samples, 0.5, seed=0)
     assert pool is not None
     run = _run(tiny_celeba_clean, loaders, pool)
     hidden = set(pool.unlabelled_subjects)
@@ -84,10 +84,12 @@ def test_pool_loaders_hide_labels_and_reproduce_the_cached_images(tiny_celeba_cl
         assert torch.equal(tr[(i0, epoch)][0], lab.dataset[(i0, epoch)][0])
     with pytest.raises(RuntimeError, match="pool"):
         distillation._student_loaders(_run(tiny_celeba_clean, loaders, None), "student_kd_semi")
+    with pytest.raises(ValueError, match="not a pool student"):
+        distill_pool.pool_loaders(run, "student_alone")
 
 
 def test_subset_sampler_is_seeded_per_epoch() -> None:
-    s = distillation.SubsetEpochSampler([3, 5, 7, 9], seed=0)
+    s = distill_pool.SubsetEpochSampler([3, 5, 7, 9], seed=0)
     e0, e1 = list(s), list(s)
     assert sorted(i for i, _ in e0) == [3, 5, 7, 9] and {e for _, e in e0} == {0} and {e for _, e in e1} == {1}
     s.set_epoch(0)

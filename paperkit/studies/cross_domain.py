@@ -11,18 +11,16 @@ import pandas as pd
 from torch import nn
 
 from paperkit import data, metrics, results, stats
-from paperkit.studies.distillation import (
-    BOOT_SEED,
-    STUDENTS,
-    DistillRun,
-    ci_cols,
-    ck_name,
+from paperkit.studies.distill_scores import BOOT_SEED, ci_cols, scored, seed_rows
+from paperkit.studies.distillation import STUDENTS, DistillRun, ck_name, train_one
+from paperkit.studies.teacher_training import (
+    fit_head,
+    fresh_head,
+    head_recipe,
+    labels_and_cues,
     require_teacher,
-    scored,
-    seed_rows,
-    train_one,
+    train_views,
 )
-from paperkit.studies.teacher_training import fit_head, fresh_head, head_recipe, labels_and_cues, train_views
 
 CROSS_DOMAIN_MODELS: tuple[str, ...] = ("teacher", "student_alone", "student_kd")
 

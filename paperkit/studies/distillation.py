@@ -12,7 +12,8 @@ Flow (each step is one notebook cell; the module that holds it in brackets):
                             the unlabelled-pool pair: seed-001 KD on the labelled subjects only / + the pool
   swap_table(run)           [swap] tables/swap.csv (fixed 0.5) + tables/distill_quality.csv (both operating points)
   swap_targets(swap)        [swap] seed 003's targets against the SWAP table
-  pool_table(run)           tables/distill_pool.csv: does the unlabelled pool help? (paired subject bootstrap)
+  pool_table(run)           [distill_pool] tables/distill_pool.csv: does the unlabelled pool help? (paired
+                            subject bootstrap)
   cross_domain_table(run)   [cross_domain] tables/cross_domain_hter.csv
   tradeoff_figure(run)      [swap] figures/distill_tradeoff.png
   history_table(run)        tables/distill_history.csv
@@ -26,11 +27,10 @@ validation data from a small grid of short runs; the winner's short run is resum
 to training from scratch), so the grid costs its losers only.
 Seed 003's claims are judged on the Hinton student (`judged_for` column), the KD seed 003 cites.
 
-Unlabelled pool (seed 001's semi-supervised part: hard labels over D^L, soft targets over all of D): a
-seeded `unlabelled_fraction` of the training subjects has its labels withheld. Its teacher head is trained
-on the labelled subjects only (no withheld label reaches the student, not even through the teacher);
-`student_kd_semi` gets labels on D^L and soft targets on D, `student_kd_labelled_only` the same loss on D^L
-alone (same epochs). Both read the same cached augmented views, so the pool costs no backbone pass.
+Unlabelled pool (seed 001's semi-supervised part, `paperkit.studies.distill_pool`): a seeded
+`unlabelled_fraction` of the training subjects has its labels withheld; `student_kd_semi` and
+`student_kd_labelled_only` are trained here beside the SWAP students, on the pool's loaders.
+Models are scored, and per-seed rows summarised, by `paperkit.studies.distill_scores`.
 
 Outputs per image (`results.write_predictions`): `swap` (teacher + SWAP students, torch and INT8, val and
 test), `distill_pool` (the pool pair, its teacher and student_kd), `cross_domain` (config "A->B": val rows
@@ -38,39 +38,35 @@ are domain A's validation split, test rows domain B's test split; frame level, v
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from paperkit import data, index, registry, results, stats, train
-from paperkit import device as devices
-from paperkit.losses import IGNORE_LABEL, check_kd_params, kd_loss_fn, soft_weight
+from paperkit import registry, results, train
+from paperkit.losses import check_kd_params, kd_loss_fn, soft_weight
 from paperkit.models.students import STUDENT_WIDTH
 from paperkit.models.teacher import Teacher, check_cues_agree, count_params
 from paperkit.profiles import Profile, run_name
 from paperkit.studies import common
+from paperkit.studies.distill_pool import POOL_STUDENTS, UNLABELLED_FRACTION, Pool, make_pool, pool_loaders
 from paperkit.studies.teacher_training import (
     CUE_WEIGHT,
     TEACHER_WEIGHT_DECAY,
     FeatureCache,
     head_passes,
-    head_scores,
     pool_teacher,
     require_teacher,
 )
 
 NOTEBOOK = "03_distillation"
 STUDENTS: tuple[str, ...] = ("student_alone", "student_kd", "student_kd_hinton")          # the SWAP students
-POOL_STUDENTS: tuple[str, ...] = ("student_kd_labelled_only", "student_kd_semi")         # the pool experiment
 ALL_STUDENTS: tuple[str, ...] = STUDENTS + POOL_STUDENTS
 KD_KIND: dict[str, str | None] = {"student_alone": None, "student_kd": "weighted", "student_kd_hinton": "hinton",
                                   "student_kd_labelled_only": "weighted", "student_kd_semi": "weighted"}
@@ -79,22 +75,9 @@ JUDGED_FOR: dict[str, str] = {"student_kd": "seed 001", "student_kd_hinton": "se
 #: (tau, alpha) candidates for seed 001's printed loss; soft/hard weight ~ alpha/((1-alpha) tau^2) = 0.15, 2.2, 9
 KD_GRID: tuple[tuple[float, float], ...] = ((4.0, 0.7), (2.0, 0.9), (1.0, 0.9))
 KD_GRID_EPOCHS = 1                 # short runs; the winner is resumed to the full budget
-UNLABELLED_FRACTION = 0.5          # of the training subjects, labels withheld from the pool students
-POOL_SEED_TAG = 7331               # the pool's subjects depend on (data_seed, this tag) only: fixed across seeds
-BOOT_SEED = 0                      # one bootstrap seed: every interval of a run resamples the same subjects
 
 
 # ============================================================================================ setup
-@dataclass(frozen=True)
-class Pool:
-    """Indices (into the training dataset) of images whose labels the pool students see, and of those they don't."""
-
-    labelled: np.ndarray
-    unlabelled: np.ndarray
-    unlabelled_subjects: tuple[str, ...]
-    fraction: float
-
-
 @dataclass
 class DistillRun(common.Study):
     """Everything the notebook's cells share (on top of `common.Study`): KD parameters, the pool, trained
@@ -184,26 +167,6 @@ def _check_grid(grid: Any) -> tuple[tuple[float, float], ...]:
     if len(set(pairs)) != len(pairs):
         raise ValueError(f"kd_grid {grid!r} repeats a candidate")
     return pairs
-
-
-def make_pool(samples: Sequence[index.Sample], fraction: float, seed: int) -> Pool | None:
-    """Withhold the labels of a seeded fraction of the training *subjects* (a subject's images go together,
-    like the train/val split). None when fraction is 0 or there are too few subjects."""
-    if not (isinstance(fraction, (int, float)) and 0.0 <= fraction < 1.0):
-        raise ValueError(f"unlabelled_fraction must be in [0, 1) (0 = no pool experiment), got {fraction!r}")
-    subjects = sorted({s.subject for s in samples})
-    if fraction == 0 or len(subjects) < 2:
-        return None
-    n_u = min(len(subjects) - 1, max(1, int(round(fraction * len(subjects)))))
-    order = np.random.default_rng([int(seed) % 2**32, POOL_SEED_TAG]).permutation(len(subjects))
-    hidden = {subjects[i] for i in order[:n_u]}
-    mask = np.array([s.subject in hidden for s in samples])
-    lab = np.flatnonzero(~mask)
-    if len({samples[i].label for i in lab}) < 2:
-        raise ValueError(f"the labelled part of the pool (fraction {fraction}) holds one class only; "
-                         "lower unlabelled_fraction")
-    return Pool(labelled=lab, unlabelled=np.flatnonzero(mask), unlabelled_subjects=tuple(sorted(hidden)),
-                fraction=float(fraction))
 
 
 def setup(profile: str | Profile = "default", data_root: str | None = "", run_dir: str = "../results",
@@ -325,50 +288,10 @@ def _eval_config(model: nn.Module) -> None:
 
 
 # ============================================================================================ student training
-class SubsetEpochSampler(Sampler):
-    """`data.EpochSampler` over a subset of a dataset's indices, yielding (index, epoch).
-
-    The images (and their per-(seed, epoch, index) augmentation) are exactly those of the full training
-    set, so the teacher features cached for it still apply."""
-
-    def __init__(self, indices: Sequence[int], seed: int = 0) -> None:
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.seed, self.epoch = int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return int(self.indices.size)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        self.epoch += 1
-        order = np.random.default_rng([self.seed % 2**32, epoch, 15485867]).permutation(self.indices.size)
-        return iter([(int(self.indices[i]), epoch) for i in order])
-
-
 def _student_loaders(run: DistillRun, name: str) -> dict[str, DataLoader]:
-    """The SWAP students use the run's loaders; the pool pair sees the labelled subjects' labels only."""
-    if name not in POOL_STUDENTS:
-        return run.loaders
-    if run.pool is None:
-        raise RuntimeError(f"{name} needs the unlabelled pool; this run has none (unlabelled_fraction=0)")
-    tr = run.loaders["train"].dataset
-    prof = run.profile
-    nw = devices.workers(prof.num_workers)
-    if name == "student_kd_labelled_only":
-        idx = run.pool.labelled
-        loader = data._loader(tr, prof.batch_size, nw, SubsetEpochSampler(idx, tr.seed),
-                              drop_last=len(idx) > prof.batch_size)
-    else:   # semi: every image, withheld labels (and cues) replaced by IGNORE_LABEL; same order and augmentation
-        hidden = set(run.pool.unlabelled.tolist())
-        samples = [dataclasses.replace(s, label=IGNORE_LABEL, cues=(-1,) * len(s.cues)) if i in hidden else s
-                   for i, s in enumerate(tr.samples)]
-        ds = data.FaceDataset(tr.root, samples, tr.size, train=True, seed=tr.seed)
-        loader = data._loader(ds, prof.batch_size, nw, data.EpochSampler(len(samples), tr.seed),
-                              drop_last=len(samples) > prof.batch_size)
-    return {**run.loaders, "train": loader}
+    """The SWAP students use the run's loaders; the pool pair sees the labelled subjects' labels only
+    (`distill_pool.pool_loaders`)."""
+    return pool_loaders(run, name) if name in POOL_STUDENTS else run.loaders
 
 
 def ck_name(run: DistillRun, seed: int, name: str, pair: tuple[float, float] | None = None,
@@ -527,93 +450,6 @@ def train_students(run: DistillRun, names: Sequence[str] | None = None,
         print(f"teacher logits from cached features for {run.cache.lookups['hit']} of "
               f"{sum(run.cache.lookups.values())} KD batches (the rest ran the frozen trunk on the batch)")
     return pd.concat(rows, ignore_index=True)
-
-
-# ============================================================================================ scores
-def teacher_test_scores(run: DistillRun, ds: data.FaceDataset, teacher: Teacher | None = None) -> np.ndarray:
-    teacher = teacher or require_teacher(run)
-    assert run.cache is not None
-    return head_scores(teacher, run.cache.features(ds, None))
-
-
-def model_scores(run: DistillRun, name: str, model: nn.Module, loader: DataLoader,
-            teacher: Teacher | None = None) -> tuple[np.ndarray, np.ndarray]:
-    if name.startswith("teacher"):
-        s = teacher_test_scores(run, loader.dataset, teacher or model)  # type: ignore[arg-type]
-        return s, np.array([x.label for x in loader.dataset.samples])
-    return train.predict_scores(model, loader, channels_last=run.profile.channels_last)
-
-
-def scored(run: DistillRun, name: str, model: nn.Module, loader: DataLoader,
-            teacher: Teacher | None = None) -> stats.Scored:
-    s, y = model_scores(run, name, model, loader, teacher)
-    return stats.Scored.from_dataset(s, y, loader.dataset)
-
-
-
-def ci_cols(name: str, iv: stats.Interval) -> dict[str, float]:
-    return {name: iv.value, f"{name}_ci_low": iv.low, f"{name}_ci_high": iv.high}
-
-
-def seed_rows(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Per-seed rows + stats.across_seeds mean/std rows over the numeric columns (unchanged for one seed).
-
-    Interval bounds are left empty in the mean/std rows: the mean of per-seed bounds is no interval."""
-    num = [c for c in df.columns if c != "seed" and pd.api.types.is_numeric_dtype(df[c])
-           and not pd.api.types.is_bool_dtype(df[c]) and not c.endswith(("_ci_low", "_ci_high"))]
-    return stats.across_seeds(df, by=list(by), metrics_=num)
-
-
-# ============================================================================================ pool
-def pool_table(run: DistillRun) -> pd.DataFrame | None:
-    """Does seed 001's unlabelled pool help? student_kd_semi (labels on D^L, soft targets on all of D) vs
-    student_kd_labelled_only (the same loss, teacher, init and epochs on D^L only), per operating point,
-    with a paired subject-bootstrap interval of the test ACER difference (semi - labelled only; negative =
-    the pool helps). student_kd (every label) and the labelled-only teacher are shown for reference.
-    Writes tables/distill_pool.csv and predictions/distill_pool.csv.gz."""
-    if run.pool is None:
-        print("pool table skipped: unlabelled_fraction=0 (no unlabelled pool)")
-        return None
-    n_boot = run.profile.bootstrap_samples
-    n_lab, n_unl = len(run.pool.labelled), len(run.pool.unlabelled)
-    seen = {"teacher_labelled_only": (n_lab, n_lab), "student_kd_labelled_only": (n_lab, n_lab),
-            "student_kd_semi": (n_lab, n_lab + n_unl), "student_kd": (n_lab + n_unl, n_lab + n_unl)}
-    rows, preds = [], []
-    for seed in run.seeds:
-        got = run.students.get(seed, {})
-        missing = [n for n in POOL_STUDENTS if n not in got]
-        if missing:
-            raise RuntimeError(f"pool students {missing} of seed {seed} are not trained: run train_students(run)")
-        models: dict[str, nn.Module] = {"teacher_labelled_only": pool_teacher(run, seed),
-                                        **{n: got[n] for n in ("student_kd",) + POOL_STUDENTS if n in got}}
-        sc = {n: {sp: scored(run, n, m, run.loaders[sp]) for sp in ("val", "test")} for n, m in models.items()}
-        for n, d in sc.items():
-            for sp, s in d.items():
-                preds.append(s.frame(model=n, config=f"unlabelled_fraction={run.pool.fraction:g}", bn="",
-                                     fmt="torch", seed=seed, split=sp, dataset=run.dataset))
-        thr = {n: stats.thresholds(d["val"]) for n, d in sc.items()}
-        base = sc["student_kd_labelled_only"]["test"]
-        for n, d in sc.items():
-            tau, alpha = run.kd_params(n) if n in KD_KIND else (math.nan, math.nan)
-            for op, t in thr[n].items():
-                row: dict[str, Any] = {"model": n, "seed": seed, "operating_point": op, "threshold": t,
-                                       "kd_tau": tau, "kd_alpha": alpha, "labelled_images": seen[n][0],
-                                       "images_seen": seen[n][1], **stats.quality(d["test"], t, n_boot, BOOT_SEED)}
-                if n in ("student_kd_semi", "student_kd") and op in thr["student_kd_labelled_only"]:
-                    iv = stats.paired_difference(d["test"], base, "acer", t, thr["student_kd_labelled_only"][op],
-                                                 n_boot, BOOT_SEED)
-                    row.update(ci_cols("acer_minus_labelled_only", iv))
-                    row["pool_helps"] = stats.verdict(iv.low, iv.high, 0.0, "below") if n == "student_kd_semi" else ""
-                rows.append(row)
-    df = pd.DataFrame(rows)
-    df["unlabelled_fraction"] = run.pool.fraction
-    df["unlabelled_subjects"] = len(run.pool.unlabelled_subjects)
-    df["dataset"] = run.dataset
-    df = seed_rows(df, ["model", "operating_point"])
-    run.outputs.append(results.write_table(run.run_dir, "distill_pool", df))
-    run.outputs.append(results.write_predictions(run.run_dir, "distill_pool", pd.concat(preds, ignore_index=True)))
-    return df
-
 
 
 def history_table(run: DistillRun) -> pd.DataFrame:

@@ -19,17 +19,9 @@ from torch.utils.data import DataLoader
 from paperkit import data, deploy, results, stats
 from paperkit.models.teacher import Teacher, count_params
 from paperkit.papers import SEED003
-from paperkit.studies.distillation import (
-    BOOT_SEED,
-    JUDGED_FOR,
-    KD_KIND,
-    STUDENTS,
-    DistillRun,
-    ci_cols,
-    require_teacher,
-    scored,
-    seed_rows,
-)
+from paperkit.studies.distill_scores import BOOT_SEED, ci_cols, scored, seed_rows
+from paperkit.studies.distillation import JUDGED_FOR, KD_KIND, STUDENTS, DistillRun
+from paperkit.studies.teacher_training import require_teacher
 
 THROUGHPUT_BATCH = 32
 
@@ -70,13 +62,34 @@ def swap_table(run: DistillRun, threshold: float = 0.5) -> pd.DataFrame:
     architectures, hence the latencies, are the same for every seed); speedups are ratios of per-round
     medians with a paired bootstrap over rounds. Energy: RAPL when readable, else CPU time per inference x
     deploy.PER_CORE_WATTS (named in deploy.energy_method). Writes predictions/swap.csv.gz (val + test, torch + int8).
-    One function, read top to bottom (export, one shared measurement run, scoring, rows), because every row
-    needs all three earlier phases.
+    Read top to bottom: export every model (`_export_models`), one shared measurement run (`_latencies`,
+    `_power`), scoring per seed (`_score_seed`), then one row per model (`_swap_row`, which needs all three).
     """
     t0 = time.perf_counter()
     if not run.students:
         raise RuntimeError("no students trained yet: run train_students(run) first")
-    prof, size, n_boot = run.profile, run.profile.input_size, run.profile.bootstrap_samples
+    first = run.seeds[0]
+    models, paths = _export_models(run)
+    lat = _latencies(run, {f"{n}/{k}": p for (s, n), d in paths.items() if s == first for k, p in d.items()})
+    method, rapl = deploy.energy_method()
+    power = _power(run, {n: paths[(first, n)] for n in models[first]}, rapl)
+    rows, qrows, preds = [], [], []
+    for seed in run.seeds:
+        sc, q, pr = _score_seed(run, seed, models[seed], paths)
+        qrows += q
+        preds += pr
+        rows += [_swap_row(run, seed, name, m, sc, paths[(seed, name)], lat, {**power[name], "energy_method": method},
+                           threshold) for name, m in models[seed].items()]
+    df = _write_tables(run, rows, qrows, preds)
+    run.timings["swap_s"] = time.perf_counter() - t0
+    return df
+
+
+def _export_models(run: DistillRun) -> tuple[dict[int, dict[str, nn.Module]], dict[tuple[int, str], dict[str, Path]]]:
+    """Per seed, the teacher and the trained SWAP students, each exported as FP32 ONNX + static INT8 QDQ
+    (calibrated on clean training crops). The first seed's student_kd is the shipped model (run_dir/models);
+    the rest go under the checkpoints."""
+    prof = run.profile
     calib = _clean_train_loader(run)
     first = run.seeds[0]
     paths: dict[tuple[int, str], dict[str, Path]] = {}
@@ -92,81 +105,122 @@ def swap_table(run: DistillRun, threshold: float = 0.5) -> pd.DataFrame:
                                                           max_images=prof.calib_images, name=name)
             if shipped:
                 run.outputs += list(paths[(seed, name)].values())
-    cands = {f"{n}/{k}": p for (s, n), d in paths.items() if s == first for k, p in d.items()}
-    lat = deploy.round_medians(deploy.interleaved_latency(
-        cands, max(1, prof.latency_rounds), max(1, prof.latency_iters), max(3, prof.latency_iters // 5), size))
-    method, rapl = deploy.energy_method()
+    return models, paths
+
+
+def _latencies(run: DistillRun, cands: dict[str, Path]) -> dict[str, Any]:
+    """Per-round median latencies of every "<model>/<fmt>" ONNX file, all interleaved in one run."""
+    prof = run.profile
+    return deploy.round_medians(deploy.interleaved_latency(
+        cands, max(1, prof.latency_rounds), max(1, prof.latency_iters), max(3, prof.latency_iters // 5),
+        prof.input_size))
+
+
+def _power(run: DistillRun, files: dict[str, dict[str, Path]], rapl: Any) -> dict[str, dict[str, float]]:
+    """Per model: CPU time and energy per inference (FP32; energy also INT8) and FP32 batch throughput."""
+    prof, size = run.profile, run.profile.input_size
     iters = prof.latency_rounds * prof.latency_iters
     power: dict[str, dict[str, float]] = {}
-    for name in models[first]:
-        s1 = deploy.ort_session(paths[(first, name)]["fp32"], threads=1)
-        s8 = deploy.ort_session(paths[(first, name)]["int8"], threads=1)
+    for name, f in files.items():
+        s1 = deploy.ort_session(f["fp32"], threads=1)
+        s8 = deploy.ort_session(f["int8"], threads=1)
         cpu_ms, energy = deploy.cpu_and_energy(s1, size, iters, rapl)
         _, energy8 = deploy.cpu_and_energy(s8, size, iters, rapl)
         power[name] = {"cpu_ms": cpu_ms, "energy_mj": energy, "energy_mj_int8": energy8,
                        "throughput_img_s": deploy.throughput(s1, size, THROUGHPUT_BATCH, max(3, prof.latency_rounds))}
-    rows, qrows, preds = [], [], []
-    for seed in run.seeds:
-        sc: dict[str, dict[str, stats.Scored]] = {}
-        for name, m in models[seed].items():
-            sc[name] = {f"{fmt}/{split}": (scored(run, name, m, run.loaders[split]) if fmt == "torch" else
-                                           deploy.onnx_scored(paths[(seed, name)]["int8"], run.loaders[split]))
-                        for fmt in ("torch", "int8") for split in ("val", "test")}
-            for key, s in sc[name].items():
-                fmt, split = key.split("/")
-                preds.append(s.frame(model=name, config="", bn="", fmt=fmt, seed=seed, split=split,
-                                     dataset=run.dataset))
-                if split == "test":
-                    for q in stats.quality_rows(s, sc[name][f"{fmt}/val"], n_boot, BOOT_SEED):
-                        qrows.append({"model": name, "seed": seed, "fmt": fmt, "judged_for": JUDGED_FOR.get(name, ""),
-                                      **q, "dataset": run.dataset})
-        t_test = sc["teacher"]["torch/test"]
-        for name, m in models[seed].items():
-            test, test8 = sc[name]["torch/test"], sc[name]["int8/test"]
-            q = stats.quality(test, threshold, n_boot, BOOT_SEED)
-            q8 = stats.quality(test8, threshold, n_boot, BOOT_SEED)
-            kind = KD_KIND.get(name)
-            tau, alpha = run.kd_params(name) if kind else (math.nan, math.nan)
-            row: dict[str, Any] = {
-                "model": name, "seed": seed, "judged_for": JUDGED_FOR.get(name, ""), "dataset": run.dataset,
-                "operating_point": "fixed_0.5", "threshold": threshold,
-                "architecture": "efficientnet_lite0 (frozen, ImageNet) + 8 heads" if name == "teacher" else
-                run.params()["student"],
-                "kd_kind": kind or "", "kd_tau": tau, "kd_alpha": alpha,
-                "params_m": deploy_params(m) / 1e6,
-                "size_kb_fp32": deploy.file_size_kb(paths[(seed, name)]["fp32"]),
-                "size_kb_int8": deploy.file_size_kb(paths[(seed, name)]["int8"]),
-                "madds_m": _madds(copy.deepcopy(m).cpu(), size),
-                **ci_cols("latency_ms", stats.median_interval(lat[f"{name}/fp32"])),
-                **ci_cols("latency_ms_int8", stats.median_interval(lat[f"{name}/int8"])),
-                **q,
-                "acer_int8": q8["acer"], "acer_int8_ci_low": q8["acer_ci_low"], "acer_int8_ci_high": q8["acer_ci_high"],
-                "accuracy_int8": q8["accuracy"], "accuracy_int8_ci_low": q8["accuracy_ci_low"],
-                "accuracy_int8_ci_high": q8["accuracy_ci_high"],
-                **power[name], "energy_method": method,
-                **ci_cols("speedup_vs_teacher", stats.ratio_interval(lat["teacher/fp32"], lat[f"{name}/fp32"])),
-                **ci_cols("speedup_int8_vs_teacher_fp32",
-                           stats.ratio_interval(lat["teacher/fp32"], lat[f"{name}/int8"])),
-                **ci_cols("accuracy_vs_teacher", stats.paired_statistic(
-                    [test, t_test], lambda r: 100 * r[0]["accuracy"] / r[1]["accuracy"], [threshold, threshold],
-                    n_boot, BOOT_SEED)),
-            }
-            if KD_KIND.get(name) and "student_alone" in sc:
-                row.update(ci_cols("acer_minus_alone", stats.paired_difference(
-                    test, sc["student_alone"]["torch/test"], "acer", threshold, threshold, n_boot, BOOT_SEED)))
-            rows.append(row)
+    return power
+
+
+def _score_seed(run: DistillRun, seed: int, models: dict[str, nn.Module],
+                paths: dict[tuple[int, str], dict[str, Path]]
+                ) -> tuple[dict[str, dict[str, stats.Scored]], list[dict[str, Any]], list[pd.DataFrame]]:
+    """One seed's models scored on val and test, torch and INT8 ("<fmt>/<split>" per model), with their
+    distill_quality rows (both operating points) and prediction frames."""
+    n_boot = run.profile.bootstrap_samples
+    sc: dict[str, dict[str, stats.Scored]] = {}
+    qrows, preds = [], []
+    for name, m in models.items():
+        sc[name] = {f"{fmt}/{split}": (scored(run, name, m, run.loaders[split]) if fmt == "torch" else
+                                       deploy.onnx_scored(paths[(seed, name)]["int8"], run.loaders[split]))
+                    for fmt in ("torch", "int8") for split in ("val", "test")}
+        for key, s in sc[name].items():
+            fmt, split = key.split("/")
+            preds.append(s.frame(model=name, config="", bn="", fmt=fmt, seed=seed, split=split,
+                                 dataset=run.dataset))
+            if split == "test":
+                for q in stats.quality_rows(s, sc[name][f"{fmt}/val"], n_boot, BOOT_SEED):
+                    qrows.append({"model": name, "seed": seed, "fmt": fmt, "judged_for": JUDGED_FOR.get(name, ""),
+                                  **q, "dataset": run.dataset})
+    return sc, qrows, preds
+
+
+def _swap_row(run: DistillRun, seed: int, name: str, m: nn.Module, sc: dict[str, dict[str, stats.Scored]],
+              files: dict[str, Path], lat: dict[str, Any], power: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """One model's swap.csv row: what it is, its weight, latency, quality (FP32, INT8), power, and the
+    paired comparisons with the teacher and with student_alone."""
+    n_boot = run.profile.bootstrap_samples
+    test, test8 = sc[name]["torch/test"], sc[name]["int8/test"]
+    q = stats.quality(test, threshold, n_boot, BOOT_SEED)
+    q8 = stats.quality(test8, threshold, n_boot, BOOT_SEED)
+    kind = KD_KIND.get(name)
+    tau, alpha = run.kd_params(name) if kind else (math.nan, math.nan)
+    row: dict[str, Any] = {
+        "model": name, "seed": seed, "judged_for": JUDGED_FOR.get(name, ""), "dataset": run.dataset,
+        "operating_point": "fixed_0.5", "threshold": threshold,
+        "architecture": "efficientnet_lite0 (frozen, ImageNet) + 8 heads" if name == "teacher" else
+        run.params()["student"],
+        "kd_kind": kind or "", "kd_tau": tau, "kd_alpha": alpha,
+        **_weight_cols(m, files, run.profile.input_size),
+        **ci_cols("latency_ms", stats.median_interval(lat[f"{name}/fp32"])),
+        **ci_cols("latency_ms_int8", stats.median_interval(lat[f"{name}/int8"])),
+        **q,
+        **{f"{k}_int8{e}": q8[f"{k}{e}"] for k in ("acer", "accuracy") for e in ("", "_ci_low", "_ci_high")},
+        **power,
+        **_vs_teacher_cols(name, lat, test, sc["teacher"]["torch/test"], threshold, n_boot),
+    }
+    if kind and "student_alone" in sc:
+        row.update(ci_cols("acer_minus_alone", stats.paired_difference(
+            test, sc["student_alone"]["torch/test"], "acer", threshold, threshold, n_boot, BOOT_SEED)))
+    return row
+
+
+def _weight_cols(m: nn.Module, files: dict[str, Path], size: int) -> dict[str, float]:
+    """Parameters that run at inference (millions), ONNX file sizes (FP32, INT8) and multiply-adds."""
+    return {"params_m": deploy_params(m) / 1e6,
+            "size_kb_fp32": deploy.file_size_kb(files["fp32"]),
+            "size_kb_int8": deploy.file_size_kb(files["int8"]),
+            "madds_m": _madds(copy.deepcopy(m).cpu(), size)}
+
+
+def _vs_teacher_cols(name: str, lat: dict[str, Any], test: stats.Scored, t_test: stats.Scored, threshold: float,
+                     n_boot: int) -> dict[str, float]:
+    """Speed-ups over the teacher's FP32 latency (FP32 and INT8; bootstrap over rounds) and the accuracy as
+    a percentage of the teacher's (paired subject bootstrap)."""
+    return {
+        **ci_cols("speedup_vs_teacher", stats.ratio_interval(lat["teacher/fp32"], lat[f"{name}/fp32"])),
+        **ci_cols("speedup_int8_vs_teacher_fp32", stats.ratio_interval(lat["teacher/fp32"], lat[f"{name}/int8"])),
+        **ci_cols("accuracy_vs_teacher", stats.paired_statistic(
+            [test, t_test], lambda r: 100 * r[0]["accuracy"] / r[1]["accuracy"], [threshold, threshold],
+            n_boot, BOOT_SEED)),
+    }
+
+
+def _write_tables(run: DistillRun, rows: list[dict[str, Any]], qrows: list[dict[str, Any]],
+                  preds: list[pd.DataFrame]) -> pd.DataFrame:
+    """tables/swap.csv (with the latency protocol and per-seed summary rows), tables/distill_quality.csv
+    and predictions/swap.csv.gz; returns the swap table."""
+    prof = run.profile
     df = pd.DataFrame(rows)
     df["latency_rounds"] = prof.latency_rounds
     df["latency_note"] = ("ORT CPU, batch 1, 1 thread, FP32 and INT8 of all models interleaved in "
                           f"{prof.latency_rounds} rounds x {prof.latency_iters}; median of round medians "
-                          f"(seed {first}'s models)")
+                          f"(seed {run.seeds[0]}'s models)")
     df = seed_rows(df, ["model", "judged_for", "operating_point"])
     run.outputs.append(results.write_table(run.run_dir, "swap", df))
     run.outputs.append(results.write_table(run.run_dir, "distill_quality",
                                            seed_rows(pd.DataFrame(qrows), ["model", "fmt", "judged_for",
                                                                             "operating_point"])))
     run.outputs.append(results.write_predictions(run.run_dir, "swap", pd.concat(preds, ignore_index=True)))
-    run.timings["swap_s"] = time.perf_counter() - t0
     return df
 
 

@@ -297,51 +297,80 @@ def train_teacher(run: DistillRun, backbone: str = "efficientnet_lite0", retrain
     """
     t0 = time.perf_counter()
     prof = run.profile
-    run.teacher_recipe = {"loss": loss, "cue_weight": float(cue_weight), "weight_decay": float(weight_decay),
-                          **({"gamma": float(gamma)} if gamma is not None else {}),
-                          **({"threshold": float(threshold)} if threshold is not None else {}),
-                          **({"lr": float(lr)} if lr is not None else {}),
-                          **({"batch_size": int(batch_size)} if batch_size is not None else {})}
+    run.teacher_recipe = _given_recipe(loss, gamma, threshold, cue_weight, lr, weight_decay, batch_size)
     recipe = head_recipe(run)
     frames = []
     for seed in run.seeds:
         ck = _teacher_ckpt(run, seed)
-        meta_file = ck.with_suffix(".json")
         meta = _teacher_meta(run, seed, backbone)
         torch.manual_seed(seed)
         teacher = teacher_net(backbone=backbone, input_size=prof.input_size)
         if run.cache is None:
             run.cache = FeatureCache(teacher, prof.batch_size, devices.workers(prof.num_workers),
                                      run.loaders["train"].dataset)
-        if not retrain and ck.is_file() and meta_file.is_file():
-            saved = json.loads(meta_file.read_text())
-            if saved.get("meta") == meta:
-                run.teachers[seed] = load_teacher(ck, num_classes=2)
-                hist = pd.DataFrame(saved.get("history", []))
-                run.histories[(seed, "teacher")] = hist
-                frames.append(hist.assign(model="teacher", seed=seed))
-                print(f"[teacher seed {seed}] reusing {ck} (same profile, seed and dataset); pass retrain=True "
-                      "to train again")
-                continue
-        tr, va = run.loaders["train"].dataset, run.loaders["val"].dataset
-        views = train_views(run, tr)
-        y, cues = labels_and_cues(tr)
-        val_f = run.cache.features(va, None)
-        val_y, _ = labels_and_cues(va)
-        print(f"[teacher seed {seed}] backbone features: {run.cache.images_computed} images computed so far "
-              f"({len(views)} augmented view(s) of train + val) at {time.perf_counter() - t0:.1f}s")
-        hist = fit_head(teacher, views, y, cues, val_f, val_y, seed=seed, name=f"teacher seed {seed}", **recipe)
-        save_teacher(teacher, ck)
-        results.atomic_write_bytes(meta_file, json.dumps({"meta": meta, "history": hist.to_dict("records")},
-                                                         indent=1).encode())
-        run.teachers[seed] = teacher
-        run.histories[(seed, "teacher")] = hist
+        hist = None if retrain else _reuse_teacher(run, seed, ck, meta)
+        if hist is None:
+            hist = _fit_teacher(run, seed, teacher, recipe, t0)
+            _store_teacher(run, seed, teacher, hist, ck, meta, backbone)
         frames.append(hist.assign(model="teacher", seed=seed))
-        n_all, n_train = count_params(teacher), count_params(teacher, trainable_only=True)
-        print(f"[teacher seed {seed}] {backbone}: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.3f} M trained "
-              f"(the heads); saved {ck}")
     run.timings["teacher_s"] = time.perf_counter() - t0
     return pd.concat(frames, ignore_index=True)
+
+
+def _given_recipe(loss: Callable[..., torch.Tensor], gamma: float | None, threshold: float | None,
+                  cue_weight: float, lr: float | None, weight_decay: float, batch_size: int | None) -> dict[str, Any]:
+    """`train_teacher`'s head arguments as `run.teacher_recipe` keeps them: None leaves the profile's value
+    to `head_recipe`."""
+    return {"loss": loss, "cue_weight": float(cue_weight), "weight_decay": float(weight_decay),
+            **({"gamma": float(gamma)} if gamma is not None else {}),
+            **({"threshold": float(threshold)} if threshold is not None else {}),
+            **({"lr": float(lr)} if lr is not None else {}),
+            **({"batch_size": int(batch_size)} if batch_size is not None else {})}
+
+
+def _reuse_teacher(run: DistillRun, seed: int, ck: Path, meta: dict[str, Any]) -> pd.DataFrame | None:
+    """Load the seed's saved teacher (and its history) when its checkpoint was written with the same `meta`
+    (profile, seed, dataset, recipe); None when there is none to reuse."""
+    meta_file = ck.with_suffix(".json")
+    if not (ck.is_file() and meta_file.is_file()):
+        return None
+    saved = json.loads(meta_file.read_text())
+    if saved.get("meta") != meta:
+        return None
+    run.teachers[seed] = load_teacher(ck, num_classes=2)
+    hist = pd.DataFrame(saved.get("history", []))
+    run.histories[(seed, "teacher")] = hist
+    print(f"[teacher seed {seed}] reusing {ck} (same profile, seed and dataset); pass retrain=True "
+          "to train again")
+    return hist
+
+
+def _fit_teacher(run: DistillRun, seed: int, teacher: Teacher, recipe: dict[str, Any], t0: float) -> pd.DataFrame:
+    """Cache the backbone features (augmented training views, clean validation crops) and train the
+    teacher's heads on them (`fit_head`); t0 times the progress message."""
+    assert run.cache is not None
+    tr, va = run.loaders["train"].dataset, run.loaders["val"].dataset
+    views = train_views(run, tr)
+    y, cues = labels_and_cues(tr)
+    val_f = run.cache.features(va, None)
+    val_y, _ = labels_and_cues(va)
+    print(f"[teacher seed {seed}] backbone features: {run.cache.images_computed} images computed so far "
+          f"({len(views)} augmented view(s) of train + val) at {time.perf_counter() - t0:.1f}s")
+    return fit_head(teacher, views, y, cues, val_f, val_y, seed=seed, name=f"teacher seed {seed}", **recipe)
+
+
+def _store_teacher(run: DistillRun, seed: int, teacher: Teacher, hist: pd.DataFrame, ck: Path,
+                   meta: dict[str, Any], backbone: str) -> None:
+    """Save a freshly trained teacher with its meta and history (what `_reuse_teacher` checks) and keep it
+    on the run."""
+    save_teacher(teacher, ck)
+    results.atomic_write_bytes(ck.with_suffix(".json"), json.dumps({"meta": meta, "history": hist.to_dict("records")},
+                                                                   indent=1).encode())
+    run.teachers[seed] = teacher
+    run.histories[(seed, "teacher")] = hist
+    n_all, n_train = count_params(teacher), count_params(teacher, trainable_only=True)
+    print(f"[teacher seed {seed}] {backbone}: {n_all / 1e6:.2f} M parameters, {n_train / 1e6:.3f} M trained "
+          f"(the heads); saved {ck}")
 
 
 def require_teacher(run: DistillRun, seed: int | None = None) -> Teacher:
