@@ -20,14 +20,6 @@ MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 500
 REASON = "Long because"
 
-# paperkit/studies/ is being restructured in a parallel change: these still lack a reason or a split.
-# Keep the set exact: an entry that no longer needs to be here fails the test, so the list cannot rot.
-# "<module>" stands for the module itself (over MAX_MODULE_LINES).
-PENDING: set[tuple[str, str]] = {
-    ("paperkit/studies/distillation.py", "<module>"),
-    ("paperkit/studies/swap.py", "swap_table"),
-    ("paperkit/studies/teacher_training.py", "train_teacher"),
-}
 
 CITATION = re.compile(r"docs/design\.md section (\d+)")
 SKIP_CALL = re.compile(r"\b(skipif|importorskip)\(")
@@ -103,13 +95,6 @@ def _oversized() -> set[tuple[str, str]]:
 
 
 def test_long_code_says_why() -> None:
-    oversized = _oversized()
-    unexplained = sorted(oversized - PENDING)
+    unexplained = sorted(_oversized())   # ("<module>" = the module itself, over MAX_MODULE_LINES)
     assert not unexplained, (f"over {MAX_FUNCTION_LINES} lines per function / {MAX_MODULE_LINES} per module "
                              f"without '{REASON} ...' in the docstring: split it, or give the reason: {unexplained}")
-    stale = sorted(PENDING - oversized)
-    assert not stale, f"no longer oversized or now explained: remove from PENDING: {stale}"
-
-
-def test_pending_is_only_studies() -> None:
-    assert all(path.startswith("paperkit/studies/") for path, _ in PENDING)
