@@ -20,9 +20,10 @@ EXPECTED = {
                 "figures/data_labels.png"],
     "01_pta_mobilenet": ["tables/table3_quality.csv", "tables/table4_complexity.csv",
                          "tables/table5_training.csv", "figures/figure2_val_acer.png"],
-    "02_fourier_texture": ["tables/texture_deploy.csv", "models/texture_int8.onnx"],
-    "03_distillation": ["tables/swap.csv", "tables/cross_domain_hter.csv"],
-    "04_results": ["tables/claims.csv"],
+    "02_fourier_texture": ["tables/texture_deploy.csv", "models/texture_int8.onnx",
+                           "tables/robustness_texture_int8.csv", "figures/robustness_texture_int8.png"],
+    "03_distillation": ["tables/swap.csv", "tables/cross_domain_hter.csv", "tables/robustness_student_kd_int8.csv"],
+    "04_results": ["tables/claims.csv", "tables/robustness.csv"],
     "05_compare_branches": ["tables/branch_comparison.csv", "figures/branch_tradeoff.png"],
 }
 TIMING = ("time", "latency", "throughput", "energy", "wall", "_ms", "fps", "rel_")
@@ -94,6 +95,22 @@ def test_quality_tables_carry_intervals_and_both_operating_points(smoke_run):
     for name in ("table3_quality", "texture", "swap"):
         pred = pd.read_csv(run_dir / "predictions" / f"{name}.csv.gz")
         assert {"test", "val"} <= set(pred["split"]) and pred["score"].between(0, 1).all(), name
+
+
+def test_robustness_table_covers_both_deployed_models_and_every_perturbation(smoke_run):
+    from paperkit import robustness
+
+    run_dir, _ = smoke_run
+    df = pd.read_csv(run_dir / "tables" / "robustness.csv")
+    assert list(df.columns[:len(robustness.COLUMNS)]) == list(robustness.COLUMNS)
+    assert set(df["model"]) == {"texture_int8", "student_kd_int8"}
+    for model, g in df.groupby("model"):
+        assert {(p.name, lv) for p in robustness.PERTURBATIONS for lv in p.levels} == \
+            set(zip(g["perturbation"], g["level"])), model
+    assert df[["accuracy", "apcer", "bpcer", "acer"]].apply(lambda c: c.between(0, 100)).all().all()
+    assert df[["mean_spoof_score_live", "mean_spoof_score_spoof"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (df["acer_ci_low"] <= df["acer"] + 1e-9).all() and (df["acer"] <= df["acer_ci_high"] + 1e-9).all()
+    assert set(df["box_scale_stable_verdict"]) <= {"holds", "does not hold", "inconclusive"}
 
 
 def test_notebook_05_ran_live_with_recalibrated_statistics(smoke_run):
