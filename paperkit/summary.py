@@ -252,6 +252,26 @@ def _claims(claims: pd.DataFrame | None) -> str:
                       "![claims](results/figures/claims_verdicts.png)"])
 
 
+def _robustness(rob: pd.DataFrame | None) -> str:
+    """Per deployed model: the box-scale stability verdict and the perturbation that costs most ACER."""
+    if rob is None:
+        return "**Robustness**: notebook 04 has not joined the cards (`robustness.csv`)."
+    rows = []
+    for model, g in rob.groupby("model", sort=False):
+        first = g.iloc[0]
+        worst = g.loc[g["acer"].idxmax()]
+        ref = g[(g["perturbation"] == "box_scale") & (g["level"] == 1.0)]
+        d = "box_scale_max_abs_delta_acer"
+        rows.append([str(model), _ci(ref.iloc[0], "acer") if len(ref) else "",
+                     f"{_num(first[d])} [{_num(first[d + '_ci_low'])}, {_num(first[d + '_ci_high'])}]: "
+                     f"**{first['box_scale_stable_verdict']}**",
+                     f"{worst['perturbation']} {worst['level']:g}: {_num(worst['acer'])}"])
+    return "\n".join(["**Robustness of the deployed models** (`robustness.csv`, notebooks 02/03; perturbation "
+                      "before the deployed crop; box scale judged against <= 2 ACER points):", "",
+                      _table(["model", "ACER % as boxed", "max abs ΔACER over box scale 0.9-1.2x (pts)",
+                              "costliest perturbation: ACER %"], rows)])
+
+
 # ------------------------------------------------------------------------------------------ public API
 def markdown(run_dir: str | os.PathLike = "results") -> str:
     """The results section for README.md, from `run_dir`'s manifest and tables."""
@@ -269,6 +289,7 @@ def markdown(run_dir: str | os.PathLike = "results") -> str:
              _seed002(read("texture_deploy")),
              _seed003(read("swap"), read("distill_pool"), read("kd_selection")),
              _seed001(read("cross_domain_hter")),
+             _robustness(read("robustness")),
              _claims(read("claims"))]
     return "\n\n".join([BEGIN, *parts, END]) + "\n"
 
