@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 EXPECTED = {
-    "00_data": ["tables/data_summary.csv", "figures/data_samples.png", "figures/data_spectra.png",
+    "00_data": ["tables/data_summary.csv", "tables/realism.csv", "figures/realism_card.png",
+                "figures/data_samples.png", "figures/data_spectra.png",
                 "figures/data_labels.png"],
     "01_pta_mobilenet": ["tables/table3_quality.csv", "tables/table4_complexity.csv",
                          "tables/table5_training.csv", "figures/figure2_val_acer.png"],
