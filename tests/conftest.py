@@ -190,3 +190,23 @@ def tiny_celeba_builder() -> Callable[..., Path]:
             rows = clean_tree(**clean_kw)
         return build_tiny_celeba(Path(root), rows, side_files)
     return build
+
+
+def tiny_colour_onnx(out: Path) -> Path:
+    """A hand-built 32x32 ONNX model: logits = mean colour @ W, so scores spread out, react to colour and
+    brightness, and load instantly (no training, no export)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.array([[2.0, -2.0], [-1.0, 3.0], [0.5, -0.5]], np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, out)
+    return out
+

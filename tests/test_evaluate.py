@@ -14,27 +14,12 @@ import pytest
 
 from paperkit import cli, evaluate, metrics, predict
 from paperkit.detect import Face
-from tests.conftest import face_image
+from tests.conftest import face_image, tiny_colour_onnx
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A hand-built 32x32 ONNX model: logits = mean colour @ W, so scores spread out and load instantly."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.array([[2.0, -2.0], [-1.0, 3.0], [0.5, -0.5]], np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    out = tmp_path_factory.mktemp("models") / "tiny.onnx"
-    onnx.save(model, out)
-    return out
+    return tiny_colour_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx")
 
 
 @pytest.fixture(autouse=True)

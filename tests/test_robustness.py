@@ -8,27 +8,12 @@ import numpy as np
 import pytest
 
 from paperkit import data, index, robustness
-from tests.conftest import build_tiny_celeba, clean_tree
+from tests.conftest import build_tiny_celeba, clean_tree, tiny_colour_onnx
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """logits = mean colour @ W: brighter / bluer crops score differently, so perturbations move scores."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.array([[2.0, -2.0], [-1.0, 3.0], [0.5, -0.5]], np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"])],
-        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    out = tmp_path_factory.mktemp("models") / "tiny.onnx"
-    onnx.save(model, out)
-    return out
+    return tiny_colour_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")
