@@ -528,4 +528,7 @@ def test_notebook_00_runs_under_papermill(tiny_celeba_clean, tmp_path):
     entry = json.loads((run_dir / "manifest.json").read_text())["entries"]["00_data"]
     assert entry["parameters"]["profile"] == "smoke"
     assert sorted(entry["outputs"]) == ["figures/data_labels.png", "figures/data_samples.png",
-                                        "figures/data_spectra.png", "tables/data_summary.csv"]
+                                        "figures/data_spectra.png", "figures/realism_card.png",
+                                        "tables/data_summary.csv", "tables/realism.csv"]
+    realism = pd.read_csv(run_dir / "tables" / "realism.csv")    # the realism card read the real layout too
+    assert realism["spoof_type"].iloc[0] == 0 and (realism["dataset"] == "CelebA-Spoof").all()
