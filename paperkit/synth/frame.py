@@ -19,9 +19,9 @@ from . import backgrounds
 from .camera import LIVE_OVERSCAN, capture, encode_jpeg, homography, lens_blur, warp_box
 from .identity import ATTR, Pose, random_pose
 from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, pattern_out, print_texture, print_tone,
-                    screen_display, screen_reflection, subpixel_tile)
+                    screen_display, screen_reflection, source_photo, subpixel_tile)
 from .plan import CUTOUTS, PRINTS, Job
-from .scene import render_subject
+from .scene import last_placement, photo_source, render_subject
 
 
 @dataclass
@@ -54,6 +54,7 @@ class _Shot:
     box: tuple[float, float, float, float]   # face box in frame px
     cues: dict[str, int]
     attrs: list[int] | None = None           # CelebA face attributes (live renders only)
+    source: tuple | None = None              # live user-photo renders: (photo index, 3x3 photo px -> frame px)
 
 
 def cue_vector(cues: dict[str, int]) -> list[int]:
@@ -79,7 +80,9 @@ def _render_live(t: _Take) -> _Shot:
     scene, _, box, _, attrs = render_subject(t.seed, t.job.subject, t.pose, t.sess["bg"], t.n, t.r, t.light)
     h = _direct_homography(t)
     frame = cv2.warpPerspective(scene, h, (t.n, t.n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return _Shot(frame, warp_box(box, h), {}, attrs)
+    placed = last_placement() if photo_source() else None
+    src = None if placed is None else (placed[0], (h @ np.vstack([placed[1], [0, 0, 1]])).tolist())
+    return _Shot(frame, warp_box(box, h), {}, attrs, src)
 
 
 def _render_cutout(t: _Take) -> _Shot:
@@ -92,14 +95,14 @@ def _render_cutout(t: _Take) -> _Shot:
     shown = sess["content_pose"]
     cpose = Pose(**{**asdict(t.pose), "light_dir": tuple(shown["light_dir"]), "smile": shown["smile"],
                     "mouth_open": 0.0, "blink": 0.0})
-    content, c_alpha, _, c_marks, _ = render_subject(t.seed, t.job.subject, cpose, sess["content_bg"], n, t.r,
-                                                     sess["content_light"])
+    content, c_alpha, c_box, c_marks, _ = render_subject(t.seed, t.job.subject, cpose, sess["content_bg"], n, t.r,
+                                                         sess["content_light"])
     sc = med["mask_scale"]
     shx, shy = med["mask_shift"]
     fx, fy = marks.face[0], marks.face[1]
     a_m = np.array([[sc, 0, (1 - sc) * fx + shx * n], [0, sc, (1 - sc) * fy + shy * n]])
-    printed = cv2.warpAffine(print_tone(content * light["face"], med), a_m, (n, n), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
+    printed = cv2.warpAffine(print_tone(source_photo(content, med) * light["face"], med), a_m, (n, n),
+                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     cut = cutout_mask(kind, med, c_marks.moved(a_m), c_alpha, a_m, n)
     plane = hold_cutout(printed, cut, live_scene, med)
     h = _direct_homography(t)
@@ -109,7 +112,9 @@ def _render_cutout(t: _Take) -> _Shot:
     tex, pc = print_texture(frame, kind, {**med, "ht_period": med["ht_frame"] / LIVE_OVERSCAN}, h, n, t.blur,
                             LIVE_OVERSCAN, t.r)
     frame = tex * cut_out[..., None] + frame * (1 - cut_out[..., None])
-    return _Shot(frame, warp_box(box, h), {"print": 1, "cutout": 1, **_print_cues(pc)})
+    # the face the image claims is the printed one (over the wearer's face, or alone for a silhouette)
+    shown_box = warp_box(c_box, h @ np.vstack([a_m, [0, 0, 1]]))
+    return _Shot(frame, shown_box, {"print": 1, "cutout": 1, **_print_cues(pc)})
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ def _hold_up(t: _Take, border: float) -> _Held:
     cpose = random_pose(t.r, Pose(**sess["content_pose"]), jitter=0.2)  # the shown photo is fixed
     content, _, box, _, _ = render_subject(t.seed, t.job.subject, cpose, sess["content_bg"], n, t.r,
                                            sess["content_light"])
+    content = source_photo(content, med)
     m = 2 * n
     bz = int(border * m)
     mm = m + 2 * bz
@@ -217,10 +223,38 @@ def _bb_line(box: tuple[float, float, float, float], n: int, score: float) -> st
     return f"{int(round(x * f))} {int(round(y * f))} {int(round(w * f))} {int(round(hh * f))} {score:.7f}\n"
 
 
+BOX_ATTEMPTS = 3        # renders tried per job before it is dropped
+BOX_MIN_INSIDE = 0.9    # fraction of the face box that must lie inside the frame
+BOX_MIN_SIDE = 0.1      # smallest face box side, fraction of the frame
+
+
+def box_ok(box: tuple[float, float, float, float], n: int) -> bool:
+    """The face box lies (almost) inside the frame and is big enough to hold a face crop."""
+    x, y, w, hh = box
+    if w < BOX_MIN_SIDE * n or hh < BOX_MIN_SIDE * n:
+        return False
+    ix = max(0.0, min(n, x + w) - max(0.0, x))
+    iy = max(0.0, min(n, y + hh) - max(0.0, y))
+    return ix * iy >= BOX_MIN_INSIDE * w * hh
+
+
 def render_frame(job: Job, seed: int, n: int) -> dict:
-    """Render one image (pure function of the job, seed and size). Returns JPEG bytes, box line, labels."""
+    """Render one image (pure function of the job, seed and size). Returns JPEG bytes, box line, labels,
+    cues and `attempts` (renders tried).
+
+    A render whose face box leaves the frame (:func:`box_ok`) is drawn again from the next rng stream
+    (new frame jitter and pose, same session), up to :data:`BOX_ATTEMPTS` times; when none passes, the
+    result says ``dropped`` and the builder leaves the job out (both counted in the marker file)."""
+    for attempt in range(BOX_ATTEMPTS):
+        out = _render_once(job, seed, n, attempt)
+        if out["box_ok"]:
+            return out
+    return {**out, "dropped": True}
+
+
+def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     sess = job.session
-    r = np.random.default_rng([seed, job.subject, job.index])
+    r = np.random.default_rng([seed, job.subject, job.index] + ([attempt] if attempt else []))
     cam = sess["camera"]
     pose = random_pose(r, Pose(**sess["pose"]))
     blur = cam["blur"] * float(r.uniform(0.85, 1.15))
@@ -241,4 +275,4 @@ def render_frame(job: Job, seed: int, n: int) -> dict:
     data = encode_jpeg(rgb, q, sf)
     score = 0.9 + 0.0999 * float(r.random())
     return {"jpeg": data, "bb": _bb_line(shot.box, n, score), "label": _label(job, kind, shot.attrs),
-            "cues": cue_vector(cues)}
+            "cues": cue_vector(cues), "attempts": attempt + 1, "box_ok": box_ok(shot.box, n), "source": shot.source}

@@ -97,6 +97,24 @@ def _lum(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# The attacker's source photo
+
+def source_photo(content: np.ndarray, p: dict) -> np.ndarray:
+    """The photo an attack shows was itself taken by a camera and saved as a JPEG (a social-media copy,
+    a phone snapshot), then resampled to the print or screen: softer than the live face, with its own
+    JPEG blocks and a slightly lower resolution. `p['src_blur']` (content px) and `p['src_jpeg']`
+    (quality) are the session's draws; quality 0 skips the JPEG."""
+    x = np.clip(content, 0, 1)
+    if p.get("src_blur", 0.0) > 0.3:
+        x = cv2.GaussianBlur(x, (0, 0), p["src_blur"])
+    q = int(p.get("src_jpeg", 0))
+    if q > 0:
+        ok, buf = cv2.imencode(".jpg", (x * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, q])
+        x = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
 # Prints
 
 def print_tone(content: np.ndarray, p: dict) -> np.ndarray:
@@ -105,8 +123,9 @@ def print_tone(content: np.ndarray, p: dict) -> np.ndarray:
     x = np.clip(content, 0, 1)
     lum = _lum(x)[..., None]
     x = lum + (x - lum) * (1 - 0.45 * s * p["desat"])
+    x = x * np.array(p.get("ink_cast", (1.0, 1.0, 1.0)), np.float32)  # the printer's colour balance
     black, white = 0.04 + 0.16 * s * p["black"], np.array(p["paper_white"], np.float32)
-    return black + (white - black) * np.power(x, p["print_gamma"])
+    return black + (white - black) * np.power(np.clip(x, 0, 1), p["print_gamma"])
 
 
 def print_texture(x: np.ndarray, kind: int, p: dict, h: np.ndarray, plane: int, blur: float, scale: float,

@@ -109,7 +109,7 @@ def _print_params(kind: int, r: np.random.Generator, s: float, difficulty: float
         "halftone": float(np.clip((0.5 if glossy else 0.9) * s * r.uniform(0.8, 1.3), 0, 1)),
         # halftone period as seen by the camera (frame px): coarse screens / close-up prints at low
         # difficulty survive the optics and the crop resize; fine ones alias into faint moire
-        "ht_frame": float((1 - difficulty) * r.uniform(3.0, 5.5) + difficulty * r.uniform(1.2, 2.6)),
+        "ht_frame": float((1 - difficulty) * r.uniform(1.6, 3.4) + difficulty * r.uniform(0.9, 2.2)),
         "ht_sharp": float(r.uniform(1.5, 4.0)),
         "paper_amp": float((0.02 if glossy else 0.06) * s * r.uniform(0.6, 1.4)),
         "banding": float(0.03 * s * r.random()) if kind == 3 else 0.0, "band_period": float(r.uniform(6, 14)),
@@ -119,6 +119,7 @@ def _print_params(kind: int, r: np.random.Generator, s: float, difficulty: float
         "glare_size": tuple(float(v) for v in r.uniform(0.08, 0.35, 2)),
         "glare_ang": float(r.uniform(0, math.pi)), "bend": float(r.uniform(0, 0.15) * s) if kind in (2, 3) else 0.0,
         "margin": float(r.uniform(0.02, 0.08)) if kind == 1 else 0.0,
+        "ink_cast": tuple(float(v) for v in 1 + r.normal(0, 0.03, 3) * (0.5 + s)),
     }
 
 
@@ -139,7 +140,9 @@ def _screen_params(kind: int, r: np.random.Generator, s: float, dom: dict, diffi
     return {
         # panel pitch (plane units): coarser panels / closer replays at low difficulty show the sub-pixel
         # grid and pixelation at frequencies the camera resolves
-        "pitch": float(r.uniform(lo, hi + 1) * (1 + 1.0 * (1 - difficulty))),
+        # real panels (100-460 ppi) put 150-400 pixels across a shown face: pixelation is rarely visible,
+        # the sub-pixel grid aliases into moire at the sensor
+        "pitch": float(r.uniform(0.35, 0.6) * r.uniform(lo, hi + 1) * (1 + 0.5 * (1 - difficulty))),
         "gamma": float(1 + r.uniform(-0.25, 0.35) * (0.3 + 0.7 * s)),
         "white": tuple(float(v) for v in np.array([0.93, 0.98, 1.08]) ** (0.5 + 1.5 * s) * r.uniform(0.97, 1.03, 3)),
         "black": float(r.uniform(0.01, 0.06) * (0.3 + s)), "bright": float(r.uniform(0.9, 1.15)),
@@ -155,6 +158,9 @@ def _medium_params(kind: int, r: np.random.Generator, dom: dict, difficulty: flo
     s = _strength(r, difficulty)
     p: dict[str, Any] = {"strength": s, "coverage": float(r.uniform(0.85, 1.35)),
                          "tilt": tuple(float(v) for v in r.normal(0, 0.08, 2)), "defocus": float(r.uniform(0, 0.6))}
+    # the attacker's source photo (a camera's JPEG, resampled): drawn for every attack, after placement
+    p["src_blur"] = float(r.uniform(0.3, 1.4) * (0.6 + 0.6 * s))
+    p["src_jpeg"] = int(r.uniform(45, 92)) if r.random() < 0.85 else 0
     if kind in PRINTS or kind in CUTOUTS:
         p.update(_print_params(kind, r, s, difficulty))
         if kind == 2:
