@@ -18,8 +18,8 @@ from paperkit.cues import CUE_NAMES
 from . import backgrounds
 from .camera import LIVE_OVERSCAN, capture, encode_jpeg, homography, lens_blur, warp_box
 from .identity import ATTR, Pose, random_pose
-from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, pattern_out, print_texture, print_tone,
-                    screen_display, screen_reflection, source_photo, subpixel_tile)
+from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, hold_with_fingers, pattern_out, print_texture,
+                    print_tone, screen_display, screen_reflection, source_photo, subpixel_tile)
 from .plan import CUTOUTS, PRINTS, Job
 from .scene import last_placement, photo_source, render_subject
 
@@ -171,8 +171,8 @@ def _render_print(t: _Take) -> _Shot:
         ramp = blob_out(held.h, held.mm, n, 0.5, 0.5, 1.2, 4.0, 0.0)
         frame *= (1 - med["bend"] + med["bend"] * ramp)[..., None]
     border = np.array(med["paper_white"], np.float32) * light["face"]
-    return _Shot(_in_room(frame, held, border, t.env, n), warp_box(held.box, held.hc),
-                 {"print": 1, **_print_cues(pc)})
+    frame = hold_with_fingers(_in_room(frame, held, border, t.env, n), held.h, held.mm, med, light["face"], t.r)
+    return _Shot(frame, warp_box(held.box, held.hc), {"print": 1, **_print_cues(pc)})
 
 
 def _render_screen(t: _Take) -> _Shot:
@@ -189,11 +189,15 @@ def _render_screen(t: _Take) -> _Shot:
     if a_g > 0.01:
         sub = pattern_out(subpixel_tile(), P0_SUB, pitch, held.h, n, r)
         frame = frame * ((1 - a_g) + a_g * sub)
+    if med.get("band_amp", 0.0) > 0.005:  # rolling-shutter bands of the backlight's flicker (frame rows)
+        rows = np.arange(n, dtype=np.float32) * (2 * np.pi / (med["band_px"] * n / 224)) + med["band_phase"]
+        frame = frame * (1 + med["band_amp"] * np.sin(rows))[:, None, None]
     refl = screen_reflection(t.env, held.h, held.mm, n, r)
     frame = frame / max(0.5, light["bg"]) ** 0.5 + refl * med["reflect"]
     border = np.full(3, med["bezel_color"] * light["bg"], np.float32)
     cues = {"screen": 1, "moire": int(a_g > 0.06), "glare": int(med["reflect"] > 0.15)}
-    return _Shot(_in_room(frame, held, border, t.env, n), warp_box(held.box, held.hc), cues)
+    frame = hold_with_fingers(_in_room(frame, held, border, t.env, n), held.h, held.mm, med, light["face"], r)
+    return _Shot(frame, warp_box(held.box, held.hc), cues)
 
 
 def _renderer(kind: int) -> Callable[[_Take], _Shot]:

@@ -97,6 +97,48 @@ def _lum(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# The hand holding a print or a phone
+
+def fingers_out(h: np.ndarray, plane: int, n: int, fingers: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Fingertips gripping the medium's edge, seen in the frame: (coverage mask, shading).
+
+    Each finger is a capsule coming from outside the medium across one edge (`edge` 0-3: top, right,
+    bottom, left) at `pos` along it, its rounded tip `reach` into the plane, `width` wide (fractions of the
+    side); the shading darkens toward the finger's sides (a cylinder lit from the front)."""
+    k, lo, span = 128, -0.3, 1.6          # the canvas covers the plane and 0.3 of a side around it
+    yy, xx = (np.mgrid[0:k, 0:k].astype(np.float32) + 0.5) / k * span + lo
+    mask = np.zeros((k, k), np.float32)
+    shade = np.ones((k, k), np.float32)
+    for f in fingers:
+        e, pos, reach, half = f["edge"], f["pos"], f["reach"], f["width"] / 2
+        along, depth = {0: (xx, yy), 1: (yy, 1 - xx), 2: (xx, 1 - yy), 3: (yy, xx)}[e]
+        d_tip = np.clip(depth, -1.0, reach - half) - depth      # distance to the finger's axis segment
+        dist = np.sqrt((along - pos) ** 2 + d_tip ** 2)
+        m = dist <= half
+        mask = np.maximum(mask, m.astype(np.float32))
+        shade = np.where(m, 0.7 + 0.3 * np.sqrt(np.clip(1 - (dist / half) ** 2, 0, 1)), shade)
+    a = np.array([[plane * span / k, 0, plane * lo], [0, plane * span / k, plane * lo], [0, 0, 1]], np.float64)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.7)
+    out_m = cv2.warpPerspective(mask, h @ a, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    out_s = cv2.warpPerspective(shade, h @ a, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out_m, out_s
+
+
+def hold_with_fingers(frame: np.ndarray, h: np.ndarray, plane: int, med: dict, light: float,
+                      r: np.random.Generator) -> np.ndarray:
+    """The frame with the session's fingers (if any) over the medium: skin tone, cylinder shading, pores."""
+    fingers = med.get("fingers") or []
+    if not fingers:
+        return frame
+    n = frame.shape[0]
+    mask, shade = fingers_out(h, plane, n, fingers)
+    skin = np.array(med["finger_skin"], np.float32) * light
+    tex = 1 + 0.03 * bank_slice("pore", r, n, n)
+    hand = skin * (shade * tex)[..., None]
+    return frame * (1 - mask[..., None]) + hand * mask[..., None]
+
+
+# ----------------------------------------------------------------------------------------------
 # The attacker's source photo
 
 def source_photo(content: np.ndarray, p: dict) -> np.ndarray:

@@ -150,6 +150,9 @@ def _screen_params(kind: int, r: np.random.Generator, s: float, dom: dict, diffi
         "reflect": float(r.uniform(0.02, 0.25) * (0.3 + 0.7 * s) * (r.random() < 0.8)),
         "bezel": float(r.uniform(0.03, 0.09)), "bezel_color": float(r.choice([0.04, 0.08, 0.75])),
         "coverage": float(r.uniform(0.9, 1.4) if kind != 9 else r.uniform(1.0, 1.5)),
+        # backlight PWM / refresh beating with the rolling shutter: soft horizontal bands in the frame
+        "band_amp": float(r.uniform(0.0, 0.07) * s * (r.random() < 0.5)), "band_px": float(r.uniform(12, 60)),
+        "band_phase": float(r.uniform(0, 2 * math.pi)),
     }
 
 
@@ -169,7 +172,25 @@ def _medium_params(kind: int, r: np.random.Generator, dom: dict, difficulty: flo
             p.update(_cutout_params(kind, r, s, difficulty))
     else:
         p.update(_screen_params(kind, r, s, dom, difficulty))
+    p.update(_hand_params(kind, r))
     return p
+
+
+_SKIN_TONES = ((0.93, 0.74, 0.62), (0.85, 0.64, 0.50), (0.72, 0.52, 0.40), (0.55, 0.38, 0.28), (0.40, 0.27, 0.20))
+
+
+def _hand_params(kind: int, r: np.random.Generator) -> dict:
+    """Fingers gripping a hand-held medium (photo print, A4 sheet, pad, phone): none for posters, PC
+    screens and cut-outs. Drawn last, so the other parameters keep their draws."""
+    held = kind in (1, 3, 8, 9)
+    count = int(r.choice([0, 1, 2, 3], p=[0.35, 0.3, 0.25, 0.1])) if held else 0
+    edge = int(r.integers(4))
+    fingers = []
+    for i in range(count):
+        fingers.append({"edge": edge if i < 2 else (edge + 2) % 4, "pos": float(r.uniform(0.12, 0.88)),
+                        "reach": float(r.uniform(0.06, 0.18)), "width": float(r.uniform(0.08, 0.13))})
+    tone = np.array(_SKIN_TONES[int(r.integers(len(_SKIN_TONES)))]) * r.uniform(0.9, 1.08, 3)
+    return {"fingers": fingers, "finger_skin": tuple(float(v) for v in tone)}
 
 
 # ----------------------------------------------------------------------------------------------
