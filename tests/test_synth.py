@@ -229,11 +229,13 @@ def _fit_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_faces_dir_bona_fide_keeps_source_photo(tmp_path: Path) -> None:
-    """A `--faces` bona fide render is the user's photo through a camera: mapped back through the known
-    placement (scale, shift, mirror, capture homography), its face box matches the source photo at
-    >= 23 dB PSNR once per-channel gain/offset (white balance, exposure) are fitted. What remains is the
-    camera's noise, lens blur and JPEG: 25-35 dB on these sessions (lowest on dark, noisy webcam ones).
-    The mirrored photo through the same transform, a wrong placement, stays below 20 dB (13-18 dB)."""
+    """A `--faces` bona fide render is the user's photo through a camera: with the known placement (scale,
+    shift, mirror, capture homography) undone, its face box matches the source photo at >= 28 dB PSNR,
+    compared above the camera's noise floor (both low-passed at sigma 1.5 px, so sensor noise, ISP
+    sharpening and JPEG blocks, which a phone adds by design, do not count) and after the best per-channel
+    gain/offset (white balance and exposure, which a camera may move). Measured: 33-38 dB on these
+    sessions, dark noisy webcam ones included. The mirrored photo through the same transform, a wrong
+    placement, stays below 22 dB (15-19 dB): the threshold separates a kept photo from a wrong one."""
     import cv2
 
     from paperkit.synth.photos import load_face_photos
@@ -255,9 +257,10 @@ def test_faces_dir_bona_fide_keeps_source_photo(tmp_path: Path) -> None:
             ref = cv2.warpPerspective(pre, m, (n, n), flags=cv2.INTER_LINEAR)
             mirrored = cv2.warpPerspective(np.ascontiguousarray(pre[:, ::-1]), m, (n, n), flags=cv2.INTER_LINEAR)
             x, y, w, h = (int(float(v)) for v in res["bb"].split()[:4])
-            got = img[y:y + h, x:x + w].astype(np.float32) / 255
-            assert _fit_psnr(got, ref[y:y + h, x:x + w]) >= 23.0
-            assert _fit_psnr(got, mirrored[y:y + h, x:x + w]) < 20.0
+            got, ref, mirrored = (cv2.GaussianBlur(z, (0, 0), 1.5)[y:y + h, x:x + w]
+                                  for z in (img.astype(np.float32) / 255, ref, mirrored))
+            assert _fit_psnr(got, ref) >= 28.0
+            assert _fit_psnr(got, mirrored) < 22.0
 
 
 def test_photographic_identities() -> None:

@@ -39,6 +39,9 @@ def capture(frame: np.ndarray, cam: dict, r: np.random.Generator) -> tuple[np.nd
     sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * cam["iso"]
     noise = bank_slice("white3", r, n, n)
     x = x + sig * noise
+    # the ISP's sharpening (unsharp mask, ~1 px radius), on the noisy demosaiced image
+    if cam.get("sharpen", 0.0) > 0.02:
+        x = x + cam["sharpen"] * (x - cv2.GaussianBlur(x, (0, 0), 1.0))
     # tone curve (S-shaped contrast) and gamma-ish compression of highlights
     x = np.clip(x, 0, 1)
     x = 0.5 + (x - 0.5) * cam["contrast"]

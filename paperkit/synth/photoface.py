@@ -57,8 +57,23 @@ def portraits() -> tuple[tuple[PhotoFace, tuple[str, ...]], ...]:
             continue
         found = haar_boxes(img)
         if found:
-            out.append((_face_crop(img, found[0]), attrs))
+            out.append((_extend(_face_crop(img, found[0])), attrs))
     return tuple(out)
+
+
+def _extend(face: PhotoFace) -> PhotoFace:
+    """The portrait continued past its edges as a defocused background (edge pixels, blurred more with the
+    distance from the photo), so a capture framed wider than the portrait never shows a pasted rectangle."""
+    h, w = face.rgb.shape[:2]
+    pad = int(0.5 * max(h, w))
+    big = cv2.copyMakeBorder(face.rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    soft = cv2.GaussianBlur(big, (0, 0), pad / 8)
+    yy, xx = np.mgrid[0:big.shape[0], 0:big.shape[1]].astype(np.float32)
+    dx = np.maximum(np.maximum(pad - xx, xx - (pad + w - 1)), 0)
+    dy = np.maximum(np.maximum(pad - yy, yy - (pad + h - 1)), 0)
+    wt = np.clip(np.sqrt(dx * dx + dy * dy) / (0.15 * pad), 0, 1)[..., None]
+    x, y, bw, bh = face.box
+    return PhotoFace((big * (1 - wt) + soft * wt).astype(np.float32), (x + pad, y + pad, bw, bh))
 
 
 def available() -> bool:
