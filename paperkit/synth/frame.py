@@ -73,7 +73,15 @@ def _print_cues(pc: dict) -> dict[str, int]:
 
 def _direct_homography(t: _Take) -> np.ndarray:
     """The capture of a scene in front of the camera (live, or a cut-out held against the face)."""
-    return homography(t.n, t.n, LIVE_OVERSCAN, t.fcx, 0.5, t.roll, (0.0, 0.0), t.jitter)
+    z = t.sess.get("zoom", 1.0)
+    cx, cy = _zoom_centre(t.fcx, 0.5, t.pose.cx, t.pose.cy, LIVE_OVERSCAN, z)
+    return homography(t.n, t.n, LIVE_OVERSCAN * z, cx, cy, t.roll, (0.0, 0.0), t.jitter)
+
+
+def _zoom_centre(cx: float, cy: float, px: float, py: float, cov: float, z: float) -> tuple[float, float]:
+    """Frame position of the plane's centre when a capture is framed `z` times tighter (a close-up, the
+    face filling the frame): the plane point (px, py), the face, keeps its place instead of sliding out."""
+    return cx - (px - 0.5) * cov * (z - 1), cy - (py - 0.5) * cov * (z - 1)
 
 
 def _render_live(t: _Take) -> _Shot:
@@ -141,8 +149,13 @@ def _hold_up(t: _Take, border: float) -> _Held:
     m = 2 * n
     bz = int(border * m)
     mm = m + 2 * bz
+    z = sess.get("zoom", 1.0)
     cov = med["coverage"] * mm / m
-    h = homography(mm, n, cov, 0.5 + (sess["frame_cx"] - 0.5) * 0.5, 0.5, t.roll * 0.5, med["tilt"], t.jitter)
+    bx, by, bw, bh = box
+    cx, cy = _zoom_centre(0.5 + (sess["frame_cx"] - 0.5) * 0.5, 0.5, (bz + 2 * (bx + bw / 2)) / mm,
+                          (bz + 2 * (by + bh / 2)) / mm, cov, z)
+    cov *= z
+    h = homography(mm, n, cov, cx, cy, t.roll * 0.5, med["tilt"], t.jitter)
     hc = h @ np.array([[2.0, 0, bz], [0, 2.0, bz], [0, 0, 1]])
     return _Held(content, box, m, bz, mm, h, hc, scale=cov * n / mm)
 

@@ -251,6 +251,9 @@ def plan_sessions(seed: int, subject: int, n_live: int, n_spoof: int, difficulty
                 "illum": illum, "bg": _bg_params(r), "pose": asdict(random_pose(r)),
                 "camera": _camera_session(r, dom, difficulty, illum), "light": _lighting(illum, r),
                 "roll": float(r.normal(0, 5)), "frame_cx": float(r.uniform(0.46, 0.54)),
+                # a quarter of the sessions are close-ups (webcam at arm's length, a face-crop dataset like
+                # NUAA's): the face fills the frame and the model's crop runs past the image edge
+                "zoom": float(r.uniform(1.25, 1.7)) if r.random() < 0.25 else 1.0,
             }
             if not live:
                 _add_attack(sess, r, seed, dom, difficulty, decks)
