@@ -47,7 +47,10 @@ def test_layout_matches_celeba_spoof(smoke_root: Path) -> None:
             x, y, w, h = map(int, bb[:4])
             assert 10 < w < 224 and 10 < h < 224 and -50 < x < 224 and -50 < y < 224
             assert 0 < float(bb[4]) <= 1
-    assert len(labels) == prof.synth_identities * (prof.synth_live_per_identity + prof.synth_spoof_per_identity)
+    dropped = json.loads((smoke_root / synth.MARKER).read_text())["box_check"]["dropped"]
+    assert dropped <= 2  # renders whose face box stays out of the frame after the redraws (counted, not written)
+    per = prof.synth_live_per_identity + prof.synth_spoof_per_identity
+    assert len(labels) == prof.synth_identities * per - dropped
     files = {str(p.relative_to(smoke_root)) for p in (smoke_root / "Data").rglob("*.jpg")}
     assert files == set(labels)
     import cv2
@@ -282,8 +285,10 @@ def test_box_check_regenerates_or_drops(tmp_path: Path, monkeypatch) -> None:
     root = synth.build(tmp_path / "ok", profile=TINY, seed=0, progress=False)
     meta = json.loads((root / synth.MARKER).read_text())
     assert meta["box_check"]["dropped"] == 0 and "rule" in meta["box_check"]
-    for bb in root.rglob("*_BB.txt"):
-        assert frame.box_ok(tuple(float(v) * 96 / 224 for v in bb.read_text().split()[:4]), 96)
+    for bb in root.rglob("*_BB.txt"):  # written on the 224 px grid: allow its rounding (0.85, not 0.9)
+        x, y, w, h = (float(v) * 96 / 224 for v in bb.read_text().split()[:4])
+        inside = (min(96, x + w) - max(0, x)) * (min(96, y + h) - max(0, y)) / (w * h)
+        assert inside >= 0.85 and min(w, h) >= 0.09 * 96
     calls = {"n": 0}
 
     def every_third_fails(box, n):  # fails twice per job, then passes: all regenerated, none dropped

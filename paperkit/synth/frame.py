@@ -16,7 +16,7 @@ import numpy as np
 from paperkit.cues import CUE_NAMES
 
 from . import backgrounds
-from .camera import LIVE_OVERSCAN, capture, encode_jpeg, homography, lens_blur, warp_box
+from .camera import LIVE_OVERSCAN, encode_jpeg, homography, lens_blur, motion_blur, sensor_capture, warp_box
 from .identity import ATTR, Pose, random_pose
 from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, hold_with_fingers, pattern_out, print_texture,
                     print_tone, screen_display, screen_reflection, source_photo, subpixel_tile)
@@ -37,6 +37,7 @@ class _Take:
     jitter: np.ndarray      # corner jitter of the capture homography
     fcx: float              # horizontal frame centre of a scene captured directly (live, cut-outs)
     env: np.ndarray | None = None  # the room around a medium (attacks only)
+    zoom: float = 1.0       # close-up framing (the session's; relaxed on a re-render whose box left the frame)
 
     @property
     def sess(self) -> dict:
@@ -73,7 +74,7 @@ def _print_cues(pc: dict) -> dict[str, int]:
 
 def _direct_homography(t: _Take) -> np.ndarray:
     """The capture of a scene in front of the camera (live, or a cut-out held against the face)."""
-    z = t.sess.get("zoom", 1.0)
+    z = t.zoom
     cx, cy = _zoom_centre(t.fcx, 0.5, t.pose.cx, t.pose.cy, LIVE_OVERSCAN, z)
     return homography(t.n, t.n, LIVE_OVERSCAN * z, cx, cy, t.roll, (0.0, 0.0), t.jitter)
 
@@ -149,7 +150,7 @@ def _hold_up(t: _Take, border: float) -> _Held:
     m = 2 * n
     bz = int(border * m)
     mm = m + 2 * bz
-    z = sess.get("zoom", 1.0)
+    z = t.zoom
     cov = med["coverage"] * mm / m
     bx, by, bw, bh = box
     cx, cy = _zoom_centre(0.5 + (sess["frame_cx"] - 0.5) * 0.5, 0.5, (bz + 2 * (bx + bw / 2)) / mm,
@@ -276,17 +277,18 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     pose = random_pose(r, Pose(**sess["pose"]))
     blur = cam["blur"] * float(r.uniform(0.85, 1.15))
     take = _Take(job, seed, n, r, pose, blur, roll=sess["roll"] + pose.roll, jitter=r.normal(0, 0.008, (4, 2)),
-                 fcx=0.5 + (sess["frame_cx"] - 0.5) * 0.3)
+                 fcx=0.5 + (sess["frame_cx"] - 0.5) * 0.3, zoom=sess.get("zoom", 1.0) ** (1.0 / (1 + attempt)))
     kind = 0 if job.live else sess["kind"]
     if not job.live:
         eb = sess["env_bg"]
         take.env = backgrounds.crop(eb["idx"], n, eb["zoom"], eb["cx"], eb["cy"], eb["flip"],
                                     eb["blur"] + 1.0) * take.light["bg"]
     shot = _renderer(kind)(take)
-    frame = lens_blur(shot.frame, blur)
+    frame = motion_blur(lens_blur(shot.frame, blur), *(cam.get("shake") or (0.0, 0.0)))
     cam_f = {**cam, "exposure": cam["exposure"] * float(r.uniform(0.96, 1.04))}
-    rgb, q, sf = capture(frame, cam_f, r)
-    cues = {**shot.cues, "low_quality": int(blur > 1.3 or q < 60 or cam["iso"] * cam["read"] > 0.03)}
+    rgb, q, sf = sensor_capture(frame, cam_f, r)
+    low = blur > 1.3 or q < 60 or cam["iso"] * cam["read"] > 0.03 or cam.get("sensor_scale", 1.0) < 0.6
+    cues = {**shot.cues, "low_quality": int(low or (cam.get("shake") or (0.0, 0.0))[0] > 3.0)}
     if shot.attrs is not None:
         shot.attrs[ATTR["Blurry"]] = int(blur > 1.3)
     data = encode_jpeg(rgb, q, sf)

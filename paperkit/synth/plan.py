@@ -30,11 +30,11 @@ _SPLIT_TAG = 9_100_001
 # Medium mixes differ too, so a cross-domain test changes both camera and attack instruments.
 DOMAINS: dict[str, dict[str, Any]] = {
     "A": {"blur": (0.35, 0.8), "read_noise": 0.004, "shot_noise": 0.0003, "wb": (1.06, 1.0, 0.92),
-          "contrast": 1.06, "jpeg": (80, 95), "vignette": 0.12, "iso_dark": 2.0, "sharpen": 0.9,
+          "contrast": 1.06, "jpeg": (80, 95), "vignette": 0.12, "iso_dark": 2.0, "sharpen": 0.9, "lowres": 0.15,
           "mix": {1: 3, 2: 1, 3: 1, 4: 1.5, 5: 1, 6: 1.5, 7: 1, 8: 2, 9: 3},
           "screen_pitch": {7: (5, 6), 8: (3, 5), 9: (3, 4)}},
     "B": {"blur": (0.7, 1.5), "read_noise": 0.010, "shot_noise": 0.0008, "wb": (0.93, 1.0, 1.08),
-          "contrast": 0.94, "jpeg": (55, 82), "vignette": 0.28, "iso_dark": 3.0, "sharpen": 0.5,
+          "contrast": 0.94, "jpeg": (55, 82), "vignette": 0.28, "iso_dark": 3.0, "sharpen": 0.5, "lowres": 0.4,
           "mix": {1: 1, 2: 2, 3: 3, 4: 1, 5: 1.5, 6: 1, 7: 3, 8: 1.5, 9: 1},
           "screen_pitch": {7: (4, 6), 8: (3, 5), 9: (3, 4)}},
 }
@@ -79,7 +79,11 @@ def _camera_session(r: np.random.Generator, dom: dict, difficulty: float, illum:
             "contrast": float(dom["contrast"] * r.uniform(0.95, 1.05)),
             "vignette": float(dom["vignette"] * r.uniform(0.5, 1.2)), "exposure": float(r.uniform(0.92, 1.08)),
             # the ISP's unsharp mask (phones sharpen hard, webcams less): lifts whatever detail reached the sensor
-            "sharpen": float(r.uniform(0.0, 1.0) * dom["sharpen"])}
+            "sharpen": float(r.uniform(0.0, 1.0) * dom["sharpen"]),
+            # low-resolution sensors (VGA webcams, video frames) whose image is upscaled to the file size,
+            # and hand shake: for live and spoof alike, so softness alone never tells an attack
+            "sensor_scale": float(r.uniform(0.35, 0.75)) if r.random() < dom["lowres"] else 1.0,
+            "shake": (float(r.uniform(1.5, 5.0)), float(r.uniform(0, math.pi))) if r.random() < 0.2 else (0.0, 0.0)}
 
 
 def _lighting(illum: int, r: np.random.Generator) -> dict:
