@@ -47,7 +47,17 @@ def in_process(photos: list[list[PhotoFace]] | None) -> Iterator[None]:
         _Sources.photos = prev
 
 
-PHOTOGRAPHIC = True  # identities are bundled portraits (photoface) rather than drawings, when available
+PHOTO_FRACTION = 0.5  # identities that are bundled portraits (photoface); the others are drawn (person)
+
+
+@lru_cache(maxsize=4096)
+def _photographic(seed: int, subject: int) -> bool:
+    """Whether identity `subject` is a photograph. Only a few portraits are bundled, so photographs alone
+    make the bona fide class a handful of faces (any real face then looks 'not live'); drawn identities
+    add variety. Live and attack images of one identity always come from the same source."""
+    if not photoface.available():
+        return False
+    return bool(np.random.default_rng([seed, subject, 7_300_013]).random() < PHOTO_FRACTION)
 
 
 @lru_cache(maxsize=4)
@@ -69,7 +79,7 @@ def render_subject(seed: int, subject: int, pose: Pose, bg: dict, n: int, r: np.
     procedural drawings otherwise. Attributes are the 40 CelebA bits of the identity, None for a user's
     photo (unknown)."""
     if _Sources.photos is None:
-        if PHOTOGRAPHIC and photoface.available():
+        if _photographic(seed, subject):
             face, names = photoface.identity_photo(seed, subject)
             scene, alpha, box, marks, _ = _photo_scene([face], pose, n, r, lighting, bg=bg, shade=True)
             attrs = [0] * 40
