@@ -1,8 +1,9 @@
 """The embedded default dataset: bona fide faces and physically simulated attacks in CelebA-Spoof layout.
 
 No face anti-spoofing data can be downloaded here, so paperkit renders one from a seed (docs/design.md section 2).
-Bona fide captures are procedural identities over crops of real photographs shipped inside installed
-packages; attacks show the same identity through a medium (print, screen, cut-out) and re-capture it.
+Bona fide captures are procedural identities (optionally, a fraction of them photographs: bundled portraits
+warped and re-toned per identity, ``scene.PHOTO_FRACTION``) over crops of real photographs shipped inside
+installed packages; attacks show the same identity through a medium (print, screen, cut-out) and re-capture it.
 Every image, live or spoof, goes through the *same* camera model, so what separates the classes is the
 medium, not the pipeline.
 
@@ -15,6 +16,7 @@ The package is split along what it simulates:
 ============== ==================================================================================
 ``identity``   who is in front of the camera: identities, their CelebA attributes, capture poses
 ``person``     drawing a person (head, features, hair, skin texture, lighting) with landmarks
+``photoface``  photographic identities (off by default): bundled portraits, one warp and tone shift each
 ``photos``     a user's own photos as identities (``--faces``)
 ``backgrounds`` bundled background photographs and crops of them
 ``scene``      the bona fide scene before the camera: person over background, or a user's photo

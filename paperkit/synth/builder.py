@@ -26,12 +26,12 @@ from paperkit.cues import CUE_NAMES
 from paperkit.profiles import Profile, get_profile
 
 from . import backgrounds
-from .frame import render_frame
+from .frame import BOX_ATTEMPTS, BOX_MIN_INSIDE, BOX_MIN_SIDE, render_frame
 from .photos import PhotoFace, load_face_photos
 from .plan import Job, plan_jobs
 from .scene import in_process, init_worker
 
-VERSION = "3"  # bump whenever the output changes: it keys the cache folder
+VERSION = "4"  # bump whenever the output changes: it keys the cache folder
 GENERATOR = "paperkit.synth"
 MARKER = "PAPERKIT_SYNTHETIC.json"  # == paperkit.results.SYNTH_MARKER
 WORKERS = 2                 # processes for build(); PAPERKIT_SYNTH_WORKERS overrides; 1 = in-process
@@ -86,7 +86,13 @@ def _write_images(tmp: Path, jobs: list[Job], rendered: Iterable[dict]) -> dict[
     samples: dict[str, dict[str, str]] = {}
     dom_labels: dict[str, dict[str, list[int]]] = {f"{d}_{s}": {} for d in "AB" for s in ("train", "test")}
     made = set()
+    box_check = {"regenerated": 0, "dropped": 0, "dropped_files": []}
     for job, res in zip(jobs, rendered):
+        box_check["regenerated"] += int(res.get("attempts", 1) > 1)
+        if res.get("dropped"):
+            box_check["dropped"] += 1
+            box_check["dropped_files"].append(f"{job.split}/{job.subject_id}/{job.stem}")
+            continue
         rel_dir = f"Data/{job.split}/{job.subject_id}/{'live' if job.live else 'spoof'}"
         if rel_dir not in made:
             (tmp / rel_dir).mkdir(parents=True, exist_ok=True)
@@ -99,7 +105,7 @@ def _write_images(tmp: Path, jobs: list[Job], rendered: Iterable[dict]) -> dict[
         dom = job.session["domain"]
         samples[rel] = {"domain": dom, "video": f"{job.split}/{job.subject_id}/{job.session['video']}"}
         dom_labels[f"{dom}_{job.split}"][rel] = res["label"]
-    return {"labels": labels, "cues": cue_labels, "samples": samples, "domains": dom_labels}
+    return {"labels": labels, "cues": cue_labels, "samples": samples, "domains": dom_labels, "box_check": box_check}
 
 
 def _write_metas(tmp: Path, maps: dict[str, dict]) -> None:
@@ -113,7 +119,8 @@ def _write_metas(tmp: Path, maps: dict[str, dict]) -> None:
 
 
 def _marker(prof: Any, seed: int, diff: float, n: int, n_id: int, labels: dict[str, dict[str, list[int]]],
-            splits: dict[str, str], faces_dir: str | os.PathLike | None, names: list[str], no_face: int) -> dict:
+            splits: dict[str, str], faces_dir: str | os.PathLike | None, names: list[str], no_face: int,
+            box_check: dict | None = None) -> dict:
     """The marker file's contents: what was built, from what, and how many of each."""
     counts = {s: {"images": len(labels[s]), "live": sum(1 for v in labels[s].values() if v[43] == 0),
                   "spoof": sum(1 for v in labels[s].values() if v[43] == 1),
@@ -130,6 +137,9 @@ def _marker(prof: Any, seed: int, diff: float, n: int, n_id: int, labels: dict[s
         "domains": {"A": "phone camera: sharp, warm, JPEG 80-95; more phone/pad/photo attacks",
                     "B": "laptop webcam: soft, noisy, cool, JPEG 55-82; more PC/A4/poster attacks"},
         "opencv": cv2.__version__,
+        "box_check": {"rule": f"face box >= {BOX_MIN_INSIDE:.0%} inside the frame and sides >= {BOX_MIN_SIDE:.0%} "
+                              f"of it; else re-rendered (new frame draws), dropped after {BOX_ATTEMPTS} tries",
+                      **(box_check or {"regenerated": 0, "dropped": 0, "dropped_files": []})},
     }
 
 
@@ -171,7 +181,8 @@ def build(out_dir: str | os.PathLike, profile: str | Profile = "default", seed: 
             it = tqdm(it, total=len(jobs), desc=f"synth {profile} s{seed}", unit="img")
         maps = _write_images(tmp, jobs, it)
         _write_metas(tmp, maps)
-        _write_json(tmp / MARKER, _marker(prof, seed, diff, n, n_id, maps["labels"], splits, faces_dir, names, no_face))
+        _write_json(tmp / MARKER, _marker(prof, seed, diff, n, n_id, maps["labels"], splits, faces_dir, names, no_face,
+                                                 maps["box_check"]))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

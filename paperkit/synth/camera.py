@@ -39,6 +39,9 @@ def capture(frame: np.ndarray, cam: dict, r: np.random.Generator) -> tuple[np.nd
     sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * cam["iso"]
     noise = bank_slice("white3", r, n, n)
     x = x + sig * noise
+    # the ISP's sharpening (unsharp mask, ~1 px radius), on the noisy demosaiced image
+    if cam.get("sharpen", 0.0) > 0.02:
+        x = x + cam["sharpen"] * (x - cv2.GaussianBlur(x, (0, 0), 1.0))
     # tone curve (S-shaped contrast) and gamma-ish compression of highlights
     x = np.clip(x, 0, 1)
     x = 0.5 + (x - 0.5) * cam["contrast"]
@@ -86,6 +89,32 @@ def warp_box(box: Iterable[float], h: np.ndarray) -> tuple[float, float, float, 
     nw, nh = (bw + tw) / 2, (bh + th) / 2
     cx, cy = q[4]
     return float(cx - nw / 2), float(cy - nh / 2), float(nw), float(nh)
+
+
+def motion_blur(frame: np.ndarray, length: float, angle: float) -> np.ndarray:
+    """Hand shake during the exposure: a line kernel `length` px long at `angle` (skipped below 1 px)."""
+    if length < 1.0:
+        return frame
+    k = int(math.ceil(length)) | 1
+    ker = np.zeros((k, k), np.float32)
+    c = k // 2
+    dx, dy = math.cos(angle) * length / 2, math.sin(angle) * length / 2
+    cv2.line(ker, (int(round((c - dx) * 16)), int(round((c - dy) * 16))),
+             (int(round((c + dx) * 16)), int(round((c + dy) * 16))), 1.0, 1, cv2.LINE_AA, 4)
+    return cv2.filter2D(frame, -1, ker / max(ker.sum(), 1e-6), borderType=cv2.BORDER_REFLECT)
+
+
+def sensor_capture(frame: np.ndarray, cam: dict, r: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """:func:`capture` at the sensor's own resolution: a low-resolution sensor (``sensor_scale`` < 1)
+    samples the optical image coarsely, adds its noise there, and its image is upscaled to the file size."""
+    n = frame.shape[0]
+    f = cam.get("sensor_scale", 1.0)
+    if f >= 0.99:
+        return capture(frame, cam, r)
+    m = max(16, int(round(n * f)))
+    small = cv2.resize(frame, (m, m), interpolation=cv2.INTER_AREA)
+    out, q, sf = capture(small, cam, r)
+    return cv2.resize(out, (n, n), interpolation=cv2.INTER_LINEAR), q, sf
 
 
 def lens_blur(frame: np.ndarray, sigma: float) -> np.ndarray:

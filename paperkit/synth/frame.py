@@ -16,12 +16,12 @@ import numpy as np
 from paperkit.cues import CUE_NAMES
 
 from . import backgrounds
-from .camera import LIVE_OVERSCAN, capture, encode_jpeg, homography, lens_blur, warp_box
+from .camera import LIVE_OVERSCAN, encode_jpeg, homography, lens_blur, motion_blur, sensor_capture, warp_box
 from .identity import ATTR, Pose, random_pose
-from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, pattern_out, print_texture, print_tone,
-                    screen_display, screen_reflection, subpixel_tile)
+from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, hold_with_fingers, pattern_out, print_texture,
+                    print_tone, screen_display, screen_reflection, source_photo, subpixel_tile)
 from .plan import CUTOUTS, PRINTS, Job
-from .scene import render_subject
+from .scene import last_placement, photo_source, render_subject
 
 
 @dataclass
@@ -37,6 +37,7 @@ class _Take:
     jitter: np.ndarray      # corner jitter of the capture homography
     fcx: float              # horizontal frame centre of a scene captured directly (live, cut-outs)
     env: np.ndarray | None = None  # the room around a medium (attacks only)
+    zoom: float = 1.0       # close-up framing (the session's; relaxed on a re-render whose box left the frame)
 
     @property
     def sess(self) -> dict:
@@ -54,6 +55,7 @@ class _Shot:
     box: tuple[float, float, float, float]   # face box in frame px
     cues: dict[str, int]
     attrs: list[int] | None = None           # CelebA face attributes (live renders only)
+    source: tuple | None = None              # live user-photo renders: (photo index, 3x3 photo px -> frame px)
 
 
 def cue_vector(cues: dict[str, int]) -> list[int]:
@@ -72,14 +74,24 @@ def _print_cues(pc: dict) -> dict[str, int]:
 
 def _direct_homography(t: _Take) -> np.ndarray:
     """The capture of a scene in front of the camera (live, or a cut-out held against the face)."""
-    return homography(t.n, t.n, LIVE_OVERSCAN, t.fcx, 0.5, t.roll, (0.0, 0.0), t.jitter)
+    z = t.zoom
+    cx, cy = _zoom_centre(t.fcx, 0.5, t.pose.cx, t.pose.cy, LIVE_OVERSCAN, z)
+    return homography(t.n, t.n, LIVE_OVERSCAN * z, cx, cy, t.roll, (0.0, 0.0), t.jitter)
+
+
+def _zoom_centre(cx: float, cy: float, px: float, py: float, cov: float, z: float) -> tuple[float, float]:
+    """Frame position of the plane's centre when a capture is framed `z` times tighter (a close-up, the
+    face filling the frame): the plane point (px, py), the face, keeps its place instead of sliding out."""
+    return cx - (px - 0.5) * cov * (z - 1), cy - (py - 0.5) * cov * (z - 1)
 
 
 def _render_live(t: _Take) -> _Shot:
     scene, _, box, _, attrs = render_subject(t.seed, t.job.subject, t.pose, t.sess["bg"], t.n, t.r, t.light)
     h = _direct_homography(t)
     frame = cv2.warpPerspective(scene, h, (t.n, t.n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return _Shot(frame, warp_box(box, h), {}, attrs)
+    placed = last_placement() if photo_source() else None
+    src = None if placed is None else (placed[0], (h @ np.vstack([placed[1], [0, 0, 1]])).tolist())
+    return _Shot(frame, warp_box(box, h), {}, attrs, src)
 
 
 def _render_cutout(t: _Take) -> _Shot:
@@ -92,14 +104,14 @@ def _render_cutout(t: _Take) -> _Shot:
     shown = sess["content_pose"]
     cpose = Pose(**{**asdict(t.pose), "light_dir": tuple(shown["light_dir"]), "smile": shown["smile"],
                     "mouth_open": 0.0, "blink": 0.0})
-    content, c_alpha, _, c_marks, _ = render_subject(t.seed, t.job.subject, cpose, sess["content_bg"], n, t.r,
-                                                     sess["content_light"])
+    content, c_alpha, c_box, c_marks, _ = render_subject(t.seed, t.job.subject, cpose, sess["content_bg"], n, t.r,
+                                                         sess["content_light"])
     sc = med["mask_scale"]
     shx, shy = med["mask_shift"]
     fx, fy = marks.face[0], marks.face[1]
     a_m = np.array([[sc, 0, (1 - sc) * fx + shx * n], [0, sc, (1 - sc) * fy + shy * n]])
-    printed = cv2.warpAffine(print_tone(content * light["face"], med), a_m, (n, n), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
+    printed = cv2.warpAffine(print_tone(source_photo(content, med) * light["face"], med), a_m, (n, n),
+                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     cut = cutout_mask(kind, med, c_marks.moved(a_m), c_alpha, a_m, n)
     plane = hold_cutout(printed, cut, live_scene, med)
     h = _direct_homography(t)
@@ -109,7 +121,9 @@ def _render_cutout(t: _Take) -> _Shot:
     tex, pc = print_texture(frame, kind, {**med, "ht_period": med["ht_frame"] / LIVE_OVERSCAN}, h, n, t.blur,
                             LIVE_OVERSCAN, t.r)
     frame = tex * cut_out[..., None] + frame * (1 - cut_out[..., None])
-    return _Shot(frame, warp_box(box, h), {"print": 1, "cutout": 1, **_print_cues(pc)})
+    # the face the image claims is the printed one (over the wearer's face, or alone for a silhouette)
+    shown_box = warp_box(c_box, h @ np.vstack([a_m, [0, 0, 1]]))
+    return _Shot(frame, shown_box, {"print": 1, "cutout": 1, **_print_cues(pc)})
 
 
 @dataclass(frozen=True)
@@ -132,11 +146,17 @@ def _hold_up(t: _Take, border: float) -> _Held:
     cpose = random_pose(t.r, Pose(**sess["content_pose"]), jitter=0.2)  # the shown photo is fixed
     content, _, box, _, _ = render_subject(t.seed, t.job.subject, cpose, sess["content_bg"], n, t.r,
                                            sess["content_light"])
+    content = source_photo(content, med)
     m = 2 * n
     bz = int(border * m)
     mm = m + 2 * bz
+    z = t.zoom
     cov = med["coverage"] * mm / m
-    h = homography(mm, n, cov, 0.5 + (sess["frame_cx"] - 0.5) * 0.5, 0.5, t.roll * 0.5, med["tilt"], t.jitter)
+    bx, by, bw, bh = box
+    cx, cy = _zoom_centre(0.5 + (sess["frame_cx"] - 0.5) * 0.5, 0.5, (bz + 2 * (bx + bw / 2)) / mm,
+                          (bz + 2 * (by + bh / 2)) / mm, cov, z)
+    cov *= z
+    h = homography(mm, n, cov, cx, cy, t.roll * 0.5, med["tilt"], t.jitter)
     hc = h @ np.array([[2.0, 0, bz], [0, 2.0, bz], [0, 0, 1]])
     return _Held(content, box, m, bz, mm, h, hc, scale=cov * n / mm)
 
@@ -165,8 +185,8 @@ def _render_print(t: _Take) -> _Shot:
         ramp = blob_out(held.h, held.mm, n, 0.5, 0.5, 1.2, 4.0, 0.0)
         frame *= (1 - med["bend"] + med["bend"] * ramp)[..., None]
     border = np.array(med["paper_white"], np.float32) * light["face"]
-    return _Shot(_in_room(frame, held, border, t.env, n), warp_box(held.box, held.hc),
-                 {"print": 1, **_print_cues(pc)})
+    frame = hold_with_fingers(_in_room(frame, held, border, t.env, n), held.h, held.mm, med, light["face"], t.r)
+    return _Shot(frame, warp_box(held.box, held.hc), {"print": 1, **_print_cues(pc)})
 
 
 def _render_screen(t: _Take) -> _Shot:
@@ -183,11 +203,15 @@ def _render_screen(t: _Take) -> _Shot:
     if a_g > 0.01:
         sub = pattern_out(subpixel_tile(), P0_SUB, pitch, held.h, n, r)
         frame = frame * ((1 - a_g) + a_g * sub)
+    if med.get("band_amp", 0.0) > 0.005:  # rolling-shutter bands of the backlight's flicker (frame rows)
+        rows = np.arange(n, dtype=np.float32) * (2 * np.pi / (med["band_px"] * n / 224)) + med["band_phase"]
+        frame = frame * (1 + med["band_amp"] * np.sin(rows))[:, None, None]
     refl = screen_reflection(t.env, held.h, held.mm, n, r)
     frame = frame / max(0.5, light["bg"]) ** 0.5 + refl * med["reflect"]
     border = np.full(3, med["bezel_color"] * light["bg"], np.float32)
     cues = {"screen": 1, "moire": int(a_g > 0.06), "glare": int(med["reflect"] > 0.15)}
-    return _Shot(_in_room(frame, held, border, t.env, n), warp_box(held.box, held.hc), cues)
+    frame = hold_with_fingers(_in_room(frame, held, border, t.env, n), held.h, held.mm, med, light["face"], r)
+    return _Shot(frame, warp_box(held.box, held.hc), cues)
 
 
 def _renderer(kind: int) -> Callable[[_Take], _Shot]:
@@ -217,28 +241,57 @@ def _bb_line(box: tuple[float, float, float, float], n: int, score: float) -> st
     return f"{int(round(x * f))} {int(round(y * f))} {int(round(w * f))} {int(round(hh * f))} {score:.7f}\n"
 
 
+BOX_ATTEMPTS = 3        # renders tried per job before it is dropped
+BOX_MIN_INSIDE = 0.9    # fraction of the face box that must lie inside the frame
+BOX_MIN_SIDE = 0.1      # smallest face box side, fraction of the frame
+
+
+def box_ok(box: tuple[float, float, float, float], n: int) -> bool:
+    """The face box lies (almost) inside the frame and is big enough to hold a face crop."""
+    x, y, w, hh = box
+    if w < BOX_MIN_SIDE * n or hh < BOX_MIN_SIDE * n:
+        return False
+    ix = max(0.0, min(n, x + w) - max(0.0, x))
+    iy = max(0.0, min(n, y + hh) - max(0.0, y))
+    return ix * iy >= BOX_MIN_INSIDE * w * hh
+
+
 def render_frame(job: Job, seed: int, n: int) -> dict:
-    """Render one image (pure function of the job, seed and size). Returns JPEG bytes, box line, labels."""
+    """Render one image (pure function of the job, seed and size). Returns JPEG bytes, box line, labels,
+    cues and `attempts` (renders tried).
+
+    A render whose face box leaves the frame (:func:`box_ok`) is drawn again from the next rng stream
+    (new frame jitter and pose, same session), up to :data:`BOX_ATTEMPTS` times; when none passes, the
+    result says ``dropped`` and the builder leaves the job out (both counted in the marker file)."""
+    for attempt in range(BOX_ATTEMPTS):
+        out = _render_once(job, seed, n, attempt)
+        if out["box_ok"]:
+            return out
+    return {**out, "dropped": True}
+
+
+def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     sess = job.session
-    r = np.random.default_rng([seed, job.subject, job.index])
+    r = np.random.default_rng([seed, job.subject, job.index] + ([attempt] if attempt else []))
     cam = sess["camera"]
     pose = random_pose(r, Pose(**sess["pose"]))
     blur = cam["blur"] * float(r.uniform(0.85, 1.15))
     take = _Take(job, seed, n, r, pose, blur, roll=sess["roll"] + pose.roll, jitter=r.normal(0, 0.008, (4, 2)),
-                 fcx=0.5 + (sess["frame_cx"] - 0.5) * 0.3)
+                 fcx=0.5 + (sess["frame_cx"] - 0.5) * 0.3, zoom=sess.get("zoom", 1.0) ** (1.0 / (1 + attempt)))
     kind = 0 if job.live else sess["kind"]
     if not job.live:
         eb = sess["env_bg"]
         take.env = backgrounds.crop(eb["idx"], n, eb["zoom"], eb["cx"], eb["cy"], eb["flip"],
                                     eb["blur"] + 1.0) * take.light["bg"]
     shot = _renderer(kind)(take)
-    frame = lens_blur(shot.frame, blur)
+    frame = motion_blur(lens_blur(shot.frame, blur), *(cam.get("shake") or (0.0, 0.0)))
     cam_f = {**cam, "exposure": cam["exposure"] * float(r.uniform(0.96, 1.04))}
-    rgb, q, sf = capture(frame, cam_f, r)
-    cues = {**shot.cues, "low_quality": int(blur > 1.3 or q < 60 or cam["iso"] * cam["read"] > 0.03)}
+    rgb, q, sf = sensor_capture(frame, cam_f, r)
+    low = blur > 1.3 or q < 60 or cam["iso"] * cam["read"] > 0.03 or cam.get("sensor_scale", 1.0) < 0.6
+    cues = {**shot.cues, "low_quality": int(low or (cam.get("shake") or (0.0, 0.0))[0] > 3.0)}
     if shot.attrs is not None:
         shot.attrs[ATTR["Blurry"]] = int(blur > 1.3)
     data = encode_jpeg(rgb, q, sf)
     score = 0.9 + 0.0999 * float(r.random())
     return {"jpeg": data, "bb": _bb_line(shot.box, n, score), "label": _label(job, kind, shot.attrs),
-            "cues": cue_vector(cues)}
+            "cues": cue_vector(cues), "attempts": attempt + 1, "box_ok": box_ok(shot.box, n), "source": shot.source}

@@ -97,6 +97,66 @@ def _lum(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
+# The hand holding a print or a phone
+
+def fingers_out(h: np.ndarray, plane: int, n: int, fingers: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Fingertips gripping the medium's edge, seen in the frame: (coverage mask, shading).
+
+    Each finger is a capsule coming from outside the medium across one edge (`edge` 0-3: top, right,
+    bottom, left) at `pos` along it, its rounded tip `reach` into the plane, `width` wide (fractions of the
+    side); the shading darkens toward the finger's sides (a cylinder lit from the front)."""
+    k, lo, span = 128, -0.3, 1.6          # the canvas covers the plane and 0.3 of a side around it
+    yy, xx = (np.mgrid[0:k, 0:k].astype(np.float32) + 0.5) / k * span + lo
+    mask = np.zeros((k, k), np.float32)
+    shade = np.ones((k, k), np.float32)
+    for f in fingers:
+        e, pos, reach, half = f["edge"], f["pos"], f["reach"], f["width"] / 2
+        along, depth = {0: (xx, yy), 1: (yy, 1 - xx), 2: (xx, 1 - yy), 3: (yy, xx)}[e]
+        d_tip = np.clip(depth, -1.0, reach - half) - depth      # distance to the finger's axis segment
+        dist = np.sqrt((along - pos) ** 2 + d_tip ** 2)
+        m = dist <= half
+        mask = np.maximum(mask, m.astype(np.float32))
+        shade = np.where(m, 0.7 + 0.3 * np.sqrt(np.clip(1 - (dist / half) ** 2, 0, 1)), shade)
+    a = np.array([[plane * span / k, 0, plane * lo], [0, plane * span / k, plane * lo], [0, 0, 1]], np.float64)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.7)
+    out_m = cv2.warpPerspective(mask, h @ a, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    out_s = cv2.warpPerspective(shade, h @ a, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out_m, out_s
+
+
+def hold_with_fingers(frame: np.ndarray, h: np.ndarray, plane: int, med: dict, light: float,
+                      r: np.random.Generator) -> np.ndarray:
+    """The frame with the session's fingers (if any) over the medium: skin tone, cylinder shading, pores."""
+    fingers = med.get("fingers") or []
+    if not fingers:
+        return frame
+    n = frame.shape[0]
+    mask, shade = fingers_out(h, plane, n, fingers)
+    skin = np.array(med["finger_skin"], np.float32) * light
+    tex = 1 + 0.03 * bank_slice("pore", r, n, n)
+    hand = skin * (shade * tex)[..., None]
+    return frame * (1 - mask[..., None]) + hand * mask[..., None]
+
+
+# ----------------------------------------------------------------------------------------------
+# The attacker's source photo
+
+def source_photo(content: np.ndarray, p: dict) -> np.ndarray:
+    """The photo an attack shows was itself taken by a camera and saved as a JPEG (a social-media copy,
+    a phone snapshot), then resampled to the print or screen: softer than the live face, with its own
+    JPEG blocks and a slightly lower resolution. `p['src_blur']` (content px) and `p['src_jpeg']`
+    (quality) are the session's draws; quality 0 skips the JPEG."""
+    x = np.clip(content, 0, 1)
+    if p.get("src_blur", 0.0) > 0.3:
+        x = cv2.GaussianBlur(x, (0, 0), p["src_blur"])
+    q = int(p.get("src_jpeg", 0))
+    if q > 0:
+        ok, buf = cv2.imencode(".jpg", (x * 255 + 0.5).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, q])
+        x = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
 # Prints
 
 def print_tone(content: np.ndarray, p: dict) -> np.ndarray:
@@ -105,8 +165,9 @@ def print_tone(content: np.ndarray, p: dict) -> np.ndarray:
     x = np.clip(content, 0, 1)
     lum = _lum(x)[..., None]
     x = lum + (x - lum) * (1 - 0.45 * s * p["desat"])
+    x = x * np.array(p.get("ink_cast", (1.0, 1.0, 1.0)), np.float32)  # the printer's colour balance
     black, white = 0.04 + 0.16 * s * p["black"], np.array(p["paper_white"], np.float32)
-    return black + (white - black) * np.power(x, p["print_gamma"])
+    return black + (white - black) * np.power(np.clip(x, 0, 1), p["print_gamma"])
 
 
 def print_texture(x: np.ndarray, kind: int, p: dict, h: np.ndarray, plane: int, blur: float, scale: float,

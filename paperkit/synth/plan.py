@@ -30,11 +30,11 @@ _SPLIT_TAG = 9_100_001
 # Medium mixes differ too, so a cross-domain test changes both camera and attack instruments.
 DOMAINS: dict[str, dict[str, Any]] = {
     "A": {"blur": (0.35, 0.8), "read_noise": 0.004, "shot_noise": 0.0003, "wb": (1.06, 1.0, 0.92),
-          "contrast": 1.06, "jpeg": (80, 95), "vignette": 0.12, "iso_dark": 2.0,
+          "contrast": 1.06, "jpeg": (80, 95), "vignette": 0.12, "iso_dark": 2.0, "sharpen": 0.9, "lowres": 0.15,
           "mix": {1: 3, 2: 1, 3: 1, 4: 1.5, 5: 1, 6: 1.5, 7: 1, 8: 2, 9: 3},
           "screen_pitch": {7: (5, 6), 8: (3, 5), 9: (3, 4)}},
     "B": {"blur": (0.7, 1.5), "read_noise": 0.010, "shot_noise": 0.0008, "wb": (0.93, 1.0, 1.08),
-          "contrast": 0.94, "jpeg": (55, 82), "vignette": 0.28, "iso_dark": 3.0,
+          "contrast": 0.94, "jpeg": (55, 82), "vignette": 0.28, "iso_dark": 3.0, "sharpen": 0.5, "lowres": 0.4,
           "mix": {1: 1, 2: 2, 3: 3, 4: 1, 5: 1.5, 6: 1, 7: 3, 8: 1.5, 9: 1},
           "screen_pitch": {7: (4, 6), 8: (3, 5), 9: (3, 4)}},
 }
@@ -77,7 +77,13 @@ def _camera_session(r: np.random.Generator, dom: dict, difficulty: float, illum:
     return {"blur": float(blur), "jpeg": int(np.clip(q, 35, 97)), "iso": float(iso), "sampling": int(sampling),
             "wb": tuple(float(v) for v in wb), "read": dom["read_noise"], "shot": dom["shot_noise"],
             "contrast": float(dom["contrast"] * r.uniform(0.95, 1.05)),
-            "vignette": float(dom["vignette"] * r.uniform(0.5, 1.2)), "exposure": float(r.uniform(0.92, 1.08))}
+            "vignette": float(dom["vignette"] * r.uniform(0.5, 1.2)), "exposure": float(r.uniform(0.92, 1.08)),
+            # the ISP's unsharp mask (phones sharpen hard, webcams less): lifts whatever detail reached the sensor
+            "sharpen": float(r.uniform(0.0, 1.0) * dom["sharpen"]),
+            # low-resolution sensors (VGA webcams, video frames) whose image is upscaled to the file size,
+            # and hand shake: for live and spoof alike, so softness alone never tells an attack
+            "sensor_scale": float(r.uniform(0.35, 0.75)) if r.random() < dom["lowres"] else 1.0,
+            "shake": (float(r.uniform(1.5, 5.0)), float(r.uniform(0, math.pi))) if r.random() < 0.2 else (0.0, 0.0)}
 
 
 def _lighting(illum: int, r: np.random.Generator) -> dict:
@@ -106,12 +112,14 @@ def _print_params(kind: int, r: np.random.Generator, s: float, difficulty: float
         "desat": float(r.uniform(0.5, 1.0)), "black": float(r.uniform(0.5, 1.0)),
         "paper_white": tuple(float(v) for v in np.array([0.97, 0.96, 0.92]) * r.uniform(0.95, 1.02, 3)),
         "print_gamma": float(1 + r.uniform(-0.1, 0.3) * s),
-        "halftone": float(np.clip((0.5 if glossy else 0.9) * s * r.uniform(0.8, 1.3), 0, 1)),
+        # dots and fibres at real print resolutions and capture distances are faint at the sensor: a weak
+        # cue beside the tone, softness and gamut a print cannot escape
+        "halftone": float(np.clip((0.25 if glossy else 0.45) * s * r.uniform(0.8, 1.3), 0, 1)),
         # halftone period as seen by the camera (frame px): coarse screens / close-up prints at low
         # difficulty survive the optics and the crop resize; fine ones alias into faint moire
-        "ht_frame": float((1 - difficulty) * r.uniform(3.0, 5.5) + difficulty * r.uniform(1.2, 2.6)),
+        "ht_frame": float((1 - difficulty) * r.uniform(1.6, 3.4) + difficulty * r.uniform(0.9, 2.2)),
         "ht_sharp": float(r.uniform(1.5, 4.0)),
-        "paper_amp": float((0.02 if glossy else 0.06) * s * r.uniform(0.6, 1.4)),
+        "paper_amp": float((0.012 if glossy else 0.035) * s * r.uniform(0.6, 1.4)),
         "banding": float(0.03 * s * r.random()) if kind == 3 else 0.0, "band_period": float(r.uniform(6, 14)),
         "glare": float((r.uniform(0.15, 0.55) if glossy else r.uniform(0.0, 0.25)) * (0.4 + 0.6 * s)
                        * (r.random() < 0.7)),
@@ -119,6 +127,7 @@ def _print_params(kind: int, r: np.random.Generator, s: float, difficulty: float
         "glare_size": tuple(float(v) for v in r.uniform(0.08, 0.35, 2)),
         "glare_ang": float(r.uniform(0, math.pi)), "bend": float(r.uniform(0, 0.15) * s) if kind in (2, 3) else 0.0,
         "margin": float(r.uniform(0.02, 0.08)) if kind == 1 else 0.0,
+        "ink_cast": tuple(float(v) for v in 1 + r.normal(0, 0.03, 3) * (0.5 + s)),
     }
 
 
@@ -139,14 +148,19 @@ def _screen_params(kind: int, r: np.random.Generator, s: float, dom: dict, diffi
     return {
         # panel pitch (plane units): coarser panels / closer replays at low difficulty show the sub-pixel
         # grid and pixelation at frequencies the camera resolves
-        "pitch": float(r.uniform(lo, hi + 1) * (1 + 1.0 * (1 - difficulty))),
+        # real panels (100-460 ppi) put 150-400 pixels across a shown face: pixelation is rarely visible,
+        # the sub-pixel grid aliases into moire at the sensor
+        "pitch": float(r.uniform(0.35, 0.6) * r.uniform(lo, hi + 1) * (1 + 0.5 * (1 - difficulty))),
         "gamma": float(1 + r.uniform(-0.25, 0.35) * (0.3 + 0.7 * s)),
         "white": tuple(float(v) for v in np.array([0.93, 0.98, 1.08]) ** (0.5 + 1.5 * s) * r.uniform(0.97, 1.03, 3)),
         "black": float(r.uniform(0.01, 0.06) * (0.3 + s)), "bright": float(r.uniform(0.9, 1.15)),
-        "grid": float(np.clip(0.85 * s * r.uniform(0.5, 1.3), 0, 0.95)),
+        "grid": float(np.clip(0.5 * s * r.uniform(0.5, 1.3), 0, 0.95)),
         "reflect": float(r.uniform(0.02, 0.25) * (0.3 + 0.7 * s) * (r.random() < 0.8)),
         "bezel": float(r.uniform(0.03, 0.09)), "bezel_color": float(r.choice([0.04, 0.08, 0.75])),
         "coverage": float(r.uniform(0.9, 1.4) if kind != 9 else r.uniform(1.0, 1.5)),
+        # backlight PWM / refresh beating with the rolling shutter: soft horizontal bands in the frame
+        "band_amp": float(r.uniform(0.0, 0.07) * s * (r.random() < 0.5)), "band_px": float(r.uniform(12, 60)),
+        "band_phase": float(r.uniform(0, 2 * math.pi)),
     }
 
 
@@ -155,6 +169,9 @@ def _medium_params(kind: int, r: np.random.Generator, dom: dict, difficulty: flo
     s = _strength(r, difficulty)
     p: dict[str, Any] = {"strength": s, "coverage": float(r.uniform(0.85, 1.35)),
                          "tilt": tuple(float(v) for v in r.normal(0, 0.08, 2)), "defocus": float(r.uniform(0, 0.6))}
+    # the attacker's source photo (a camera's JPEG, resampled): drawn for every attack, after placement
+    p["src_blur"] = float(r.uniform(0.3, 1.4) * (0.6 + 0.6 * s))
+    p["src_jpeg"] = int(r.uniform(45, 92)) if r.random() < 0.85 else 0
     if kind in PRINTS or kind in CUTOUTS:
         p.update(_print_params(kind, r, s, difficulty))
         if kind == 2:
@@ -163,7 +180,25 @@ def _medium_params(kind: int, r: np.random.Generator, dom: dict, difficulty: flo
             p.update(_cutout_params(kind, r, s, difficulty))
     else:
         p.update(_screen_params(kind, r, s, dom, difficulty))
+    p.update(_hand_params(kind, r))
     return p
+
+
+_SKIN_TONES = ((0.93, 0.74, 0.62), (0.85, 0.64, 0.50), (0.72, 0.52, 0.40), (0.55, 0.38, 0.28), (0.40, 0.27, 0.20))
+
+
+def _hand_params(kind: int, r: np.random.Generator) -> dict:
+    """Fingers gripping a hand-held medium (photo print, A4 sheet, pad, phone): none for posters, PC
+    screens and cut-outs. Drawn last, so the other parameters keep their draws."""
+    held = kind in (1, 3, 8, 9)
+    count = int(r.choice([0, 1, 2, 3], p=[0.35, 0.3, 0.25, 0.1])) if held else 0
+    edge = int(r.integers(4))
+    fingers = []
+    for i in range(count):
+        fingers.append({"edge": edge if i < 2 else (edge + 2) % 4, "pos": float(r.uniform(0.12, 0.88)),
+                        "reach": float(r.uniform(0.06, 0.18)), "width": float(r.uniform(0.08, 0.13))})
+    tone = np.array(_SKIN_TONES[int(r.integers(len(_SKIN_TONES)))]) * r.uniform(0.9, 1.08, 3)
+    return {"fingers": fingers, "finger_skin": tuple(float(v) for v in tone)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +255,9 @@ def plan_sessions(seed: int, subject: int, n_live: int, n_spoof: int, difficulty
                 "illum": illum, "bg": _bg_params(r), "pose": asdict(random_pose(r)),
                 "camera": _camera_session(r, dom, difficulty, illum), "light": _lighting(illum, r),
                 "roll": float(r.normal(0, 5)), "frame_cx": float(r.uniform(0.46, 0.54)),
+                # a quarter of the sessions are close-ups (webcam at arm's length, a face-crop dataset like
+                # NUAA's): the face fills the frame and the model's crop runs past the image edge
+                "zoom": float(r.uniform(1.25, 1.7)) if r.random() < 0.25 else 1.0,
             }
             if not live:
                 _add_attack(sess, r, seed, dom, difficulty, decks)
