@@ -25,7 +25,8 @@ _BACKGROUNDS = [
 ]
 
 
-def _package_file(package: str, name: str) -> Path | None:
+def package_file(package: str, name: str) -> Path | None:
+    """A sample image an installed package ships (skimage.data, matplotlib sample_data), or None."""
     try:
         if package == "skimage":
             import skimage.data as d
@@ -58,7 +59,7 @@ def bundled() -> tuple[list[np.ndarray], list[int], list[str]]:
     imgs, envs, names = [], [], []
     tints = [(1.0, 0.92, 0.8), (0.85, 0.95, 1.05), (1.0, 1.0, 0.9), (0.9, 1.0, 0.9)]
     for i, (pkg, name, env) in enumerate(_BACKGROUNDS):
-        p = _package_file(pkg, name)
+        p = package_file(pkg, name)
         if p is None:
             continue
         im = _read_bundled(p)

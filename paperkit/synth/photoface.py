@@ -14,11 +14,11 @@ caller falls back to the procedural renderer.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .backgrounds import package_file
 from .photos import PhotoFace
 
 # (package, file, CelebA attributes set to 1): portraits whose face fills a good part of the frame
@@ -27,19 +27,6 @@ _PORTRAITS = [
      ("Smiling", "Mouth_Slightly_Open", "Young", "Wearing_Lipstick", "No_Beard", "Brown_Hair")),
     ("matplotlib", "grace_hopper.jpg", ("Gray_Hair", "No_Beard", "Wavy_Hair")),
 ]
-
-
-def _portrait_file(package: str, name: str) -> Path | None:
-    try:
-        if package == "skimage":
-            import skimage.data as d
-            p = Path(d.__file__).parent / name
-        else:
-            import matplotlib
-            p = Path(matplotlib.get_data_path()) / "sample_data" / name
-    except Exception:
-        return None
-    return p if p.is_file() else None
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +38,7 @@ def portraits() -> tuple[tuple[PhotoFace, tuple[str, ...]], ...]:
     from .photos import _face_crop
     out = []
     for pkg, name, attrs in _PORTRAITS:
-        p = _portrait_file(pkg, name)
+        p = package_file(pkg, name)
         img = _read_bundled(p) if p is not None else None
         if img is None:
             continue
