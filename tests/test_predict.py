@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from paperkit import deploy, predict
+from paperkit import deploy, model_card, predict
 from paperkit.models.texture import texture_net
 
 
@@ -226,13 +226,13 @@ def test_ship_model_writes_asset_and_card(tmp_path: Path, model_path: Path) -> N
     assets = tmp_path / "assets"
     src = run / "models" / "texture_int8.onnx"
     src.write_bytes((predict.ASSETS / predict.MODEL_NAME).read_bytes())
-    target = predict.ship_model(src, run, real_dir=None, assets_dir=assets)
+    target = model_card.ship_model(src, run, real_dir=None, assets_dir=assets)
     assert target == assets / predict.MODEL_NAME and target.read_bytes() == src.read_bytes()
     card = (assets / predict.CARD_NAME).read_text()
     assert "5.40 [4.00, 7.10]" in card and "feedfacecafe0001" in card and "version 3" in card
     assert "128x128" in card and "not run" in card
     assert (run / "models" / "texture_int8.md").read_text() == card
     with pytest.raises(FileNotFoundError, match="no such model"):
-        predict.ship_model(tmp_path / "absent.onnx", run, assets_dir=assets)
+        model_card.ship_model(tmp_path / "absent.onnx", run, assets_dir=assets)
     with pytest.raises(ValueError, match="under 1 MB"):      # the FP32 export is too big to ship
-        predict.ship_model(model_path, run, assets_dir=assets)
+        model_card.ship_model(model_path, run, assets_dir=assets)

@@ -281,7 +281,7 @@ def ship(study: Study, real_photos: str = "") -> str:
     """Put this run's INT8 model and its model card into the package (`paperkit/assets/`), but only for a
     run into this checkout's own `results/`: a smoke run or a scratch run dir must never replace the model
     that `pip install` ships. `real_photos` (a folder with live/ and spoof/) adds the real-photo check."""
-    from paperkit import predict
+    from paperkit import model_card, predict
 
     repo_results = (Path(__file__).resolve().parents[2] / "results").resolve()
     model = onnx_path(study, "texture", "int8", study.seeds[0])
@@ -289,5 +289,5 @@ def ship(study: Study, real_photos: str = "") -> str:
         return (f"not shipped: run_dir {study.run_dir} is not this checkout's results/ folder; the package keeps "
                 f"its model ({predict.ASSETS / predict.MODEL_NAME})")
     real = real_photos if real_photos and Path(real_photos).is_dir() else None
-    target = predict.ship_model(model, study.run_dir, real_dir=real)
+    target = model_card.ship_model(model, study.run_dir, real_dir=real)
     return f"shipped {model} -> {target} (model card beside it{'; real-photo check on ' + real if real else ''})"
