@@ -5,7 +5,7 @@ and keeps the failed notebook for inspection; per-notebook wall time goes to `<r
 
 Fault tolerance (so an interrupted run never leaves results that look finished):
 
-* One run per run folder: `<run_dir>/.reproduce.lock` is held with ``flock`` for the whole run and names
+* One run per run folder (:mod:`paperkit.run_lock`): `<run_dir>/.reproduce.lock` is held with ``flock`` for the whole run and names
   the holder's pid. A second run into the same folder refuses with that pid; a lock file left by a process
   that is gone (killed with SIGKILL, machine reset) no longer holds the flock and is taken over, with a
   message.
@@ -29,31 +29,31 @@ Every notebook's entry says what happened in ``"run"``: ``{"action": "ran" | "re
 (e.g. ``"source changed"``, ``"parameters changed"``, ``"paperkit changed"``, ``"output missing:
 tables/x.csv"``, ``"dependency 01 reran"``), and the ``reproduce`` entry collects them.
 
-Long because the serial and the parallel runner and the incremental-run bookkeeping share the lock, manifest
-and signal helpers defined here; the sections are marked below.
+The keys and staleness rules live in :mod:`paperkit.incremental`, the run-folder lock in
+:mod:`paperkit.run_lock`.
+
+Long because the serial and the parallel runner share the signal and manifest helpers defined here (one
+interrupted or failed run must leave one consistent manifest either way); the sections are marked below.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import profiles, results
+from . import incremental, profiles, results
+from .run_lock import RunLock
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMMON_PARAMETERS = ("profile", "data_root", "run_dir", "seeds")
 
 
-LOCK_NAME = ".reproduce.lock"
 PACKAGE_DIR = Path(__file__).resolve().parent
 # notebook number -> the numbers whose results it reads (a number missing here depends on every earlier one)
 DAG: dict[str, tuple[str, ...]] = {"00": (), "01": ("00",), "02": ("00",), "03": ("00",),
@@ -78,90 +78,6 @@ class _Signalled(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-class RunLock:
-    """Exclusive use of a run folder by one process: ``flock`` on ``<run_dir>/.reproduce.lock``.
-
-    The kernel drops a flock when its holder dies, so a lock left by a dead process is free by
-    construction; the pid written into the file is only there to say who holds it (and whose lock is
-    taken over). The file is removed on release."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _describe(_read_lock(fd))
-                os.close(fd)
-                raise ReproduceError(f"{self.path.parent} is in use by another paperkit reproduce ({holder}; lock "
-                                     f"{self.path}); wait for it to finish, stop it, or choose another --run-dir"
-                                     ) from None
-            except OSError as e:
-                os.close(fd)
-                raise ReproduceError(f"cannot lock {self.path} ({e}); use a --run-dir on a local filesystem") from e
-            try:   # a finishing holder may have unlinked the file between our open and flock: retry
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            old = _read_lock(fd)
-            if old.get("pid") not in (None, os.getpid()):
-                state = "no longer running" if not _alive(old) else "not holding the lock any more"
-                print(f"paperkit reproduce: taking over the lock {self.path} left by {_describe(old)} ({state})",
-                      file=sys.stderr, flush=True)
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-            self.fd = fd
-            return
-        raise ReproduceError(f"could not lock {self.path}: it keeps being replaced; is another run starting?")
-
-    def release(self) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)   # while still holding the flock (see the inode check above)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> "RunLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _read_lock(fd: int) -> dict[str, Any]:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return info if isinstance(info, dict) else {}
-    except (ValueError, OSError):
-        return {}
-
-
-def _alive(info: dict[str, Any]) -> bool:
-    if info.get("host") not in (None, socket.gethostname()):
-        return True   # another machine's pid cannot be checked from here
-    try:
-        os.kill(int(info["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
-        return True
-    return True
-
-
-def _describe(info: dict[str, Any]) -> str:
-    if not info.get("pid"):
-        return "pid unknown"
-    return f"pid {info['pid']} on {info.get('host', '?')}, started {info.get('started', '?')}"
 
 
 class _Signals:
@@ -331,15 +247,15 @@ def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, p
     out_dir = run_dir / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
-    shared = _shared_inputs(profile, data_root)
+    shared = incremental.shared_inputs(profile, data_root)
     ran: set[str] = set()
     actions: dict[str, dict[str, Any]] = {}
     stems = [nb.stem for nb, _ in plan]
     for i, (nb, params) in enumerate(plan, 1):
         out = out_dir / nb.name
-        deps = _dependencies(nb.stem, stems, dag if dag is not None else DAG, nb.parent)
-        inputs = _inputs(nb, params, shared, deps, run_dir)
-        why = ["forced (--force)"] if force else _stale(run_dir, nb, inputs, deps, ran)
+        deps = incremental.dependencies(nb.stem, stems, dag if dag is not None else DAG, nb.parent)
+        inputs = incremental.notebook_inputs(nb, params, shared, deps, run_dir)
+        why = ["forced (--force)"] if force else incremental.stale_reasons(run_dir, nb, inputs, deps, ran)
         if not why:
             actions[nb.stem] = {"action": "reused", "why": ["inputs unchanged, outputs present"]}
             _mark(run_dir, nb.stem, actions[nb.stem])
@@ -371,8 +287,8 @@ def _run_plan(pm: Any, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, p
         timings[nb.stem] = round(time.time() - t0, 1)
         _finish_entry(run_dir, nb.stem, "unrecorded", why="it ran without calling results.record_notebook")
         # the dataset exists now (00 may just have built it): key the entry with what was actually used
-        shared = _shared_inputs(profile, data_root)
-        _mark(run_dir, nb.stem, actions[nb.stem], _inputs(nb, params, shared, deps, run_dir))
+        shared = incremental.shared_inputs(profile, data_root)
+        _mark(run_dir, nb.stem, actions[nb.stem], incremental.notebook_inputs(nb, params, shared, deps, run_dir))
         print(f"=== {nb.stem} done in {timings[nb.stem]:.0f}s ===", flush=True)
     total = round(time.time() - t_all, 1)
     _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None, actions=actions)
@@ -414,119 +330,151 @@ def _stop_kernels(sig: int = signal.SIGINT) -> None:
             pass
 
 
+class _Parallel:
+    """One parallel run's state (pending, running, done, timings) and the steps of its scheduling loop."""
+
+    def __init__(self, plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profile: str, data_root: str,
+                 kernel: str, log_output: bool, force: bool, dag: dict[str, Sequence[str]], jobs: int) -> None:
+        self.run_dir, self.profile, self.data_root, self.force, self.jobs = run_dir, profile, data_root, force, jobs
+        self.kernel, self.log_output = kernel, log_output
+        self.out_dir = run_dir / "executed"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.shared = incremental.shared_inputs(profile, data_root)
+        self.stems = [nb.stem for nb, _ in plan]
+        self.deps_of = {nb.stem: incremental.dependencies(nb.stem, self.stems, dag, nb.parent) for nb, _ in plan}
+        self.ran: set[str] = set()
+        self.done: set[str] = set()
+        self.actions: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+        # longest first (the wall time each notebook took when it last ran, as the manifest recorded it): the
+        # longest notebook is the critical path, so it must not wait behind short ones; plan order breaks ties
+        last = {k: v.get("wall_time_s") for k, v in incremental.manifest_entries(run_dir).items()
+                if isinstance(v, dict)}
+        self.pending = sorted(plan, key=lambda item: -float(last.get(item[0].stem) or 0.0))
+        self.running: dict[Any, tuple[Path, dict[str, Any], float]] = {}
+        self.failures: list[tuple[Path, BaseException]] = []
+
+    def execute(self, nb: Path, params: dict[str, Any]) -> None:
+        import papermill as pm   # only when a notebook has to run: a no-op reproduce stays fast
+        pm.execute_notebook(str(nb), str(self.out_dir / nb.name), parameters=params, kernel_name=self.kernel,
+                            cwd=str(nb.parent), progress_bar=False, log_output=self.log_output)
+
+    def _start(self, pool: Any, nb: Path, params: dict[str, Any]) -> None:
+        """Reuse ``nb`` when its inputs are unchanged, else submit it to the pool."""
+        deps = self.deps_of[nb.stem]
+        inputs = incremental.notebook_inputs(nb, params, self.shared, deps, self.run_dir)
+        why = ["forced (--force)"] if self.force else incremental.stale_reasons(self.run_dir, nb, inputs, deps,
+                                                                                self.ran)
+        if not why:
+            self.actions[nb.stem] = {"action": "reused", "why": ["inputs unchanged, outputs present"]}
+            _mark(self.run_dir, nb.stem, self.actions[nb.stem])
+            self.done.add(nb.stem)
+            print(f"=== {nb.stem}: reused (inputs unchanged, outputs present) ===", flush=True)
+            return
+        print(f"\n=== {nb.stem} starts (profile={self.profile}; runs: {'; '.join(why)}) ===", flush=True)
+        self.actions[nb.stem] = {"action": "ran", "why": why}
+        self.ran.add(nb.stem)
+        results.update_manifest(self.run_dir, nb.stem, {"status": "running", "parameters": params,
+                                                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.running[pool.submit(self.execute, nb, params)] = (nb, params, time.time())
+
+    def start_ready(self, pool: Any) -> bool:
+        """Start every pending notebook whose dependencies are done, up to `jobs` running; True if any left
+        the pending list (a reused one may make others ready at once)."""
+        progressed = False
+        for item in list(self.pending):
+            if self.failures or len(self.running) >= self.jobs:
+                break
+            nb, params = item
+            if any(d in self.stems and d not in self.done for d in self.deps_of[nb.stem]):
+                continue
+            self.pending.remove(item)
+            progressed = True
+            self._start(pool, nb, params)
+        if self.failures:
+            self.pending.clear()
+        return progressed
+
+    def collect(self, finished: Any) -> None:
+        for fut in finished:
+            nb, params, t0 = self.running.pop(fut)
+            self.timings[nb.stem] = round(time.time() - t0, 1)
+            err = fut.exception()
+            if err is not None:
+                _finish_entry(self.run_dir, nb.stem, "failed")
+                self.failures.append((nb, err))
+                print(f"=== {nb.stem} FAILED after {self.timings[nb.stem]:.0f}s; running notebooks finish, "
+                      "no new one starts ===", flush=True)
+                continue
+            _finish_entry(self.run_dir, nb.stem, "unrecorded", why="it ran without calling results.record_notebook")
+            self.shared = incremental.shared_inputs(self.profile, self.data_root)
+            inputs = incremental.notebook_inputs(nb, params, self.shared, self.deps_of[nb.stem], self.run_dir)
+            _mark(self.run_dir, nb.stem, self.actions[nb.stem], inputs)
+            self.done.add(nb.stem)
+            print(f"=== {nb.stem} done in {self.timings[nb.stem]:.0f}s ===", flush=True)
+
+    def loop(self, pool: Any) -> None:
+        import concurrent.futures as cf
+
+        while self.pending or self.running:
+            progressed = self.start_ready(pool)
+            if not self.running:
+                if self.pending and progressed:   # a reused notebook made others ready: look again
+                    continue
+                if self.pending:   # cannot happen with a DAG over the plan; never spin
+                    raise ReproduceError(f"no notebook can start: {[nb.stem for nb, _ in self.pending]} wait on "
+                                         "each other")
+                break
+            finished, _ = cf.wait(list(self.running), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            self.collect(finished)
+
+    def stop(self, signum: int) -> list[str]:
+        """Stop every kernel of this run, also one that a notebook thread is still starting (papermill then
+        raises in that thread and it ends; SIGKILL for a kernel that ignores SIGTERM); mark them interrupted."""
+        import concurrent.futures as cf
+
+        t_stop = time.time()
+        while self.running and not all(f.done() for f in self.running):
+            _stop_kernels(signal.SIGTERM if time.time() - t_stop < 10 else signal.SIGKILL)
+            cf.wait(list(self.running), timeout=0.5)
+            if time.time() - t_stop > 60:
+                break
+        name = signal.Signals(signum).name
+        for nb, _, t0 in list(self.running.values()):
+            self.timings[nb.stem] = round(time.time() - t0, 1)
+            _finish_entry(self.run_dir, nb.stem, "interrupted", why=f"stopped by {name}")
+        return sorted(nb.stem for nb, _, _ in self.running.values())
+
+
 def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profile: str,
                   seeds: Sequence[int] | None, data_root: str, kernel: str, log_output: bool, force: bool,
                   dag: dict[str, Sequence[str]], jobs: int) -> dict[str, Any]:
     """Like :func:`_run_plan`, but a notebook starts as soon as the notebooks it depends on are done, up to
     ``jobs`` at a time, the one that took longest last time first. A failure lets the running notebooks
     finish and starts no new one; a signal stops every running kernel and marks those notebooks
-    interrupted.
-
-    Long because the scheduling loop, the signal path that stops the running kernels and the `finally` that
-    restores the environment all work on the same pending/running/timings state; the interrupt path must see
-    exactly what was running.
-    """
+    interrupted."""
     import concurrent.futures as cf
 
     from . import quiet
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    parallel = {"jobs": jobs, "threads": threads}
     saved_env = {k: os.environ.get(k) for k in (quiet.ENV, "PAPERKIT_THREADS")}
     os.environ[quiet.ENV] = str(run_dir)               # the kernels inherit both
     os.environ["PAPERKIT_THREADS"] = str(threads)
-    timings: dict[str, float] = {}
-    out_dir = run_dir / "executed"
-    out_dir.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
-    shared = _shared_inputs(profile, data_root)
-    stems = [nb.stem for nb, _ in plan]
-    deps_of = {nb.stem: _dependencies(nb.stem, stems, dag, nb.parent) for nb, _ in plan}
-    ran: set[str] = set()
-    done: set[str] = set()
-    actions: dict[str, dict[str, Any]] = {}
-    # longest first (the wall time each notebook took when it last ran, as the manifest recorded it): the
-    # longest notebook is the critical path, so it must not wait behind short ones; plan order breaks ties
-    last = {k: v.get("wall_time_s") for k, v in _entries(run_dir).items() if isinstance(v, dict)}
-    pending = sorted(plan, key=lambda item: -float(last.get(item[0].stem) or 0.0))
-    running: dict[Any, tuple[Path, dict[str, Any], float]] = {}
-    failures: list[tuple[Path, BaseException]] = []
+    st = _Parallel(plan, run_dir, profile, data_root, kernel, log_output, force, dag, jobs)
     print(f"reproduce: up to {jobs} notebooks at a time, {threads} torch thread(s) each; latency and "
           "step-time measurements wait for a quiet machine (paperkit.quiet)", flush=True)
-
-    def execute(nb: Path, params: dict[str, Any]) -> None:
-        import papermill as pm   # only when a notebook has to run: a no-op reproduce stays fast
-        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, kernel_name=kernel,
-                            cwd=str(nb.parent), progress_bar=False, log_output=log_output)
-
     pool = cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook")
     try:
-        while pending or running:
-            progressed = False
-            for item in list(pending):
-                if failures or len(running) >= jobs:
-                    break
-                nb, params = item
-                deps = deps_of[nb.stem]
-                if any(d in stems and d not in done for d in deps):
-                    continue
-                pending.remove(item)
-                progressed = True
-                inputs = _inputs(nb, params, shared, deps, run_dir)
-                why = ["forced (--force)"] if force else _stale(run_dir, nb, inputs, deps, ran)
-                if not why:
-                    actions[nb.stem] = {"action": "reused", "why": ["inputs unchanged, outputs present"]}
-                    _mark(run_dir, nb.stem, actions[nb.stem])
-                    done.add(nb.stem)
-                    print(f"=== {nb.stem}: reused (inputs unchanged, outputs present) ===", flush=True)
-                    continue
-                print(f"\n=== {nb.stem} starts (profile={profile}; runs: {'; '.join(why)}) ===", flush=True)
-                actions[nb.stem] = {"action": "ran", "why": why}
-                ran.add(nb.stem)
-                results.update_manifest(run_dir, nb.stem, {"status": "running", "parameters": params,
-                                                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-                running[pool.submit(execute, nb, params)] = (nb, params, time.time())
-            if failures:
-                pending.clear()
-            if not running:
-                if pending and progressed:   # a reused notebook made others ready: look again
-                    continue
-                if pending:   # cannot happen with a DAG over the plan; never spin
-                    raise ReproduceError(f"no notebook can start: {[nb.stem for nb, _ in pending]} wait on each other")
-                break
-            finished, _ = cf.wait(list(running), timeout=0.5, return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                nb, params, t0 = running.pop(fut)
-                timings[nb.stem] = round(time.time() - t0, 1)
-                err = fut.exception()
-                if err is not None:
-                    _finish_entry(run_dir, nb.stem, "failed")
-                    failures.append((nb, err))
-                    print(f"=== {nb.stem} FAILED after {timings[nb.stem]:.0f}s; running notebooks finish, "
-                          "no new one starts ===", flush=True)
-                    continue
-                _finish_entry(run_dir, nb.stem, "unrecorded", why="it ran without calling results.record_notebook")
-                shared = _shared_inputs(profile, data_root)
-                _mark(run_dir, nb.stem, actions[nb.stem], _inputs(nb, params, shared, deps_of[nb.stem], run_dir))
-                done.add(nb.stem)
-                print(f"=== {nb.stem} done in {timings[nb.stem]:.0f}s ===", flush=True)
+        st.loop(pool)
     except (_Signalled, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, _Signalled) else signal.SIGINT
-        # stop every kernel of this run, also one that a notebook thread is still starting: papermill then
-        # raises in that thread (dead kernel) and the thread ends; SIGKILL for a kernel that ignores SIGTERM
-        t_stop = time.time()
-        while running and not all(f.done() for f in running):
-            _stop_kernels(signal.SIGTERM if time.time() - t_stop < 10 else signal.SIGKILL)
-            cf.wait(list(running), timeout=0.5)
-            if time.time() - t_stop > 60:
-                break
-        name = signal.Signals(signum).name
-        for nb, _, t0 in list(running.values()):
-            timings[nb.stem] = round(time.time() - t0, 1)
-            _finish_entry(run_dir, nb.stem, "interrupted", why=f"stopped by {name}")
-        stopped = sorted(nb.stem for nb, _, _ in running.values())
-        _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None,
-                        interrupted=(",".join(stopped) or "(between notebooks)", name), actions=actions,
-                        parallel={"jobs": jobs, "threads": threads})
+        stopped, name = st.stop(signum), signal.Signals(signum).name
+        _write_manifest(run_dir, profile, seeds, data_root, st.timings, failed=None,
+                        interrupted=(",".join(stopped) or "(between notebooks)", name), actions=st.actions,
+                        parallel=parallel)
         raise Interrupted(f"interrupted by {name} during {', '.join(stopped) or 'the run'}; those manifest entries "
                           "are marked 'interrupted' and the other results are intact; run the same command again "
                           "to finish", signum) from None
@@ -540,133 +488,31 @@ def _run_parallel(plan: list[tuple[Path, dict[str, Any]]], run_dir: Path, profil
             else:
                 os.environ[k] = v
     total = round(time.time() - t_all, 1)
-    if failures:
-        nb, err = failures[0]
-        _write_manifest(run_dir, profile, seeds, data_root, timings, failed=nb.stem, actions=actions,
-                        parallel={"jobs": jobs, "threads": threads}, wall_s=total)
-        if type(err).__name__ == "PapermillExecutionError":
-            raise ReproduceError(f"{nb.name} failed in cell {err.exec_count}: {err.ename}: "  # type: ignore[attr-defined]
-                                 f"{err.evalue}\nthe executed notebook with the traceback is kept at "  # type: ignore[attr-defined]
-                                 f"{out_dir / nb.name}") from err
-        raise ReproduceError(f"{nb.name} failed: {type(err).__name__}: {err}") from err
-    _write_manifest(run_dir, profile, seeds, data_root, timings, failed=None, actions=actions,
-                    parallel={"jobs": jobs, "threads": threads}, wall_s=total)
-    reused = sorted(set(stems) - ran)
-    print(f"\n{len(ran)} of {len(plan)} notebooks ran in {total / 60:.1f} min wall ({jobs} at a time)"
+    failed = st.failures[0] if st.failures else None
+    _write_manifest(run_dir, profile, seeds, data_root, st.timings, failed=failed[0].stem if failed else None,
+                    actions=st.actions, parallel=parallel, wall_s=total)
+    if failed:
+        _raise_failure(*failed, st.out_dir)
+    reused = sorted(set(st.stems) - st.ran)
+    print(f"\n{len(st.ran)} of {len(plan)} notebooks ran in {total / 60:.1f} min wall ({jobs} at a time)"
           + (f", {len(reused)} reused ({', '.join(reused)})" if reused else "") + f"; results in {run_dir}", flush=True)
-    return {"timings": timings, "total_s": total, "ran": sorted(ran), "reused": reused, "actions": actions}
+    return {"timings": st.timings, "total_s": total, "ran": sorted(st.ran), "reused": reused, "actions": st.actions}
+
+
+def _raise_failure(nb: Path, err: BaseException, out_dir: Path) -> None:
+    if type(err).__name__ == "PapermillExecutionError":
+        raise ReproduceError(f"{nb.name} failed in cell {err.exec_count}: {err.ename}: "  # type: ignore[attr-defined]
+                             f"{err.evalue}\nthe executed notebook with the traceback is kept at "  # type: ignore[attr-defined]
+                             f"{out_dir / nb.name}") from err
+    raise ReproduceError(f"{nb.name} failed: {type(err).__name__}: {err}") from err
 
 
 # --------------------------------------------------------------------------------------------------
-# Incremental runs: what a notebook's results depend on, and whether they are still valid
+# Manifest bookkeeping of a run (what counts as stale is paperkit.incremental)
 # --------------------------------------------------------------------------------------------------
-def _sha(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]
-
-
-def source_hash(nb: Path) -> str:
-    """Hash of a notebook's cells (type, source, tags): outputs, execution counts and other metadata are
-    ignored, so an executed copy or a re-saved notebook hashes the same as its clean source."""
-    try:
-        cells = json.loads(nb.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError) as e:
-        raise ReproduceError(f"cannot read notebook {nb}: {e}") from e
-    norm = [(c.get("cell_type"), "".join(c.get("source", "")) if isinstance(c.get("source"), list)
-             else c.get("source", ""), sorted(c.get("metadata", {}).get("tags", []))) for c in cells]
-    return _sha(json.dumps(norm, sort_keys=True))
-
-
-def paperkit_hash(package_dir: Path = PACKAGE_DIR) -> str:
-    """Hash of every paperkit/*.py and paperkit/**/*.py (path and content): any code change counts."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts):
-        h.update(f.relative_to(package_dir).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _embedded_root(profile: str) -> Path | None:
-    """The embedded dataset's folder for ``profile`` if it is built (the path synth.default_root uses),
-    else None; never builds it, and avoids importing paperkit.data (torch) on a no-op run."""
-    from . import synth
-    prof = profiles.get_profile(profile)
-    root = synth.cache_dir() / f"synth-v{synth.VERSION}-{prof.name}-s{prof.data_seed}-{synth.synth_key(prof)}"
-    return root if (root / synth.MARKER).is_file() else None
-
-
-def _dataset_fingerprint(profile: str, data_root: str) -> str:
-    """Fingerprint of the dataset the notebooks read, without building the embedded one ("not built")."""
-    if data_root:
-        return results.dataset_info(data_root).get("fingerprint", "")
-    try:
-        root = _embedded_root(profile)
-        if root is None:
-            return "not built"
-        return results.dataset_info(root).get("fingerprint", "")
-    except Exception as e:   # never stops a run: an unknown fingerprint only makes notebooks rerun
-        return f"unknown ({type(e).__name__})"
-
-
-def _shared_inputs(profile: str, data_root: str) -> dict[str, str]:
-    return {"paperkit": paperkit_hash(), "dataset": _dataset_fingerprint(profile, data_root),
-            "packages": _sha(json.dumps(results.package_versions(), sort_keys=True))}
-
-
-def _dependencies(stem: str, stems: Sequence[str], dag: dict[str, Sequence[str]], notebook_dir: Path) -> list[str]:
-    """Stems of the notebooks ``stem`` depends on (by number), among the notebooks of its folder."""
-    num = stem[:2]
-    here = sorted(p.stem for p in notebook_dir.glob("[0-9][0-9]_*.ipynb")) or list(stems)
-    wanted = dag[num] if num in dag else [p[:2] for p in here if p[:2] < num]
-    return [p for p in here if p[:2] in set(wanted) and p != stem]
-
-
-def _entries(run_dir: Path) -> dict[str, Any]:
-    try:
-        m = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-        return m.get("entries", {}) if isinstance(m, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _inputs(nb: Path, params: dict[str, Any], shared: dict[str, str], deps: Sequence[str], run_dir: Path
-            ) -> dict[str, Any]:
-    entries = _entries(run_dir)
-    # run_dir is left out: the manifest lives in it, so a clone at another path or a moved run folder
-    # reuses its results instead of rerunning every notebook for a changed absolute path
-    keyed = {k: v for k, v in params.items() if k != "run_dir"}
-    return {"source": source_hash(nb), "parameters": _sha(json.dumps(keyed, sort_keys=True, default=str)),
-            **shared, "dependencies": {d: entries.get(d, {}).get("run_id", "") for d in deps}}
-
-
-NAMES = {"source": "source changed", "parameters": "parameters changed", "paperkit": "paperkit changed",
-         "dataset": "dataset changed", "packages": "package versions changed"}
-
-
-def _stale(run_dir: Path, nb: Path, inputs: dict[str, Any], deps: Sequence[str], ran: set[str]) -> list[str]:
-    """Why ``nb`` must run ([] = its recorded results are still valid)."""
-    entry = _entries(run_dir).get(nb.stem)
-    if not entry:
-        return ["no previous run"]
-    if entry.get("status") != "complete":
-        return [f"previous run {entry.get('status', 'unknown')}"]
-    old = entry.get("inputs")
-    if not isinstance(old, dict):
-        return ["no record of its inputs (run before incremental reproduce)"]
-    why = [NAMES[k] for k in NAMES if old.get(k) != inputs[k]]
-    for d in deps:
-        if d in ran:
-            why.append(f"dependency {d[:2]} reran")
-        elif old.get("dependencies", {}).get(d) != inputs["dependencies"].get(d):
-            why.append(f"dependency {d[:2]} changed since")
-    for o in list(entry.get("outputs", [])) + [f"executed/{nb.name}"]:
-        p = Path(o)
-        if not (p if p.is_absolute() else run_dir / p).exists():
-            why.append(f"output missing: {o}")
-    return why
-
-
 def _mark(run_dir: Path, stem: str, action: dict[str, Any], inputs: dict[str, Any] | None = None) -> None:
     """Record in a notebook's entry what this run did with it (and, after a complete run, its inputs)."""
-    entry = _entries(run_dir).get(stem, {})
+    entry = incremental.manifest_entries(run_dir).get(stem, {})
     entry = {**entry, "run": action}
     if inputs is not None and entry.get("status") == "complete":   # only a complete run can be reused later
         entry["inputs"] = inputs
@@ -706,7 +552,7 @@ def _produced_by(run_dir: Path, actions: dict[str, dict[str, Any]], total: float
         return {"total_wall_time_s": total, "jobs": (parallel or {}).get("jobs", 1),
                 "git_revision": results.git_revision(), "notebooks": sorted(ran)}
     if actions and not ran:
-        prev = _entries(run_dir).get("reproduce", {})
+        prev = incremental.manifest_entries(run_dir).get("reproduce", {})
         if isinstance(prev, dict):
             return prev.get("produced_by")
     return None
@@ -719,7 +565,7 @@ def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, da
     root: str | None = data_root or None
     if root is None:
         try:
-            built = _embedded_root(profile)
+            built = incremental.embedded_root(profile)
         except Exception:
             built = None
         root = str(built) if built is not None else None
@@ -743,7 +589,8 @@ def _write_manifest(run_dir: Path, profile: str, seeds: Sequence[int] | None, da
         "interrupted": {"notebook": interrupted[0], "signal": interrupted[1]} if interrupted else None,
         "notebooks": actions or {},
         # each notebook's wall time when it last ran (this run's, or the run whose results were reused)
-        "last_run_wall_time_s": {k: v.get("wall_time_s") for k, v in sorted(_entries(run_dir).items())
+        "last_run_wall_time_s": {k: v.get("wall_time_s")
+                                 for k, v in sorted(incremental.manifest_entries(run_dir).items())
                                  if k in (actions or {}) and isinstance(v, dict)},
         "packages": results.package_versions(), "machine": results.machine_info(),
         "git_revision": results.git_revision(),

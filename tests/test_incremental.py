@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from tiny_notebooks import write_notebook
 
-from paperkit import cli, reproduce, results, summary
+from paperkit import cli, incremental, reproduce, results, summary
 
 PARAMS = 'profile = "smoke"\ndata_root = ""\nrun_dir = ""\nseeds = None'
 BODY = ("import pathlib, time\nimport pandas as pd\nfrom paperkit import results\nt0 = time.time()\n"
@@ -161,8 +161,8 @@ def test_paperkit_dataset_packages_and_unfinished_runs(nbs, tmp_path, monkeypatc
     run_dir = tmp_path / "run"
     _run(nbs, run_dir)
     _ran(run_dir)
-    real = reproduce.paperkit_hash
-    monkeypatch.setattr(reproduce, "paperkit_hash", lambda *a: real(*a) + "x")
+    real = incremental.paperkit_hash
+    monkeypatch.setattr(incremental, "paperkit_hash", lambda *a: real(*a) + "x")
     _run(nbs, run_dir)
     assert len(_ran(run_dir)) == 4 and _why(run_dir)["02_other"][1][0] == "paperkit changed"
     from paperkit import results
@@ -191,7 +191,7 @@ def test_only_with_a_dependency_rerun_in_between(nbs, tmp_path):
 def test_default_dag_of_the_shipped_notebooks():
     d = reproduce.NOTEBOOK_DIR
     stems = [p.stem for p in reproduce.list_notebooks(d)]
-    deps = {s[:2]: [x[:2] for x in reproduce._dependencies(s, stems, reproduce.DAG, d)] for s in stems}
+    deps = {s[:2]: [x[:2] for x in incremental.dependencies(s, stems, reproduce.DAG, d)] for s in stems}
     assert deps == {"00": [], "01": ["00"], "02": ["00"], "03": ["00"], "04": ["01", "02", "03"], "05": ["01"]}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tiny_notebooks import write_notebook
 
-from paperkit import cli, reproduce, results
+from paperkit import cli, reproduce, results, run_lock
 
 # `paperkit reproduce` with the notebook folder swapped for the tiny one (argv[1])
 DRIVER = ("import sys; from pathlib import Path; from paperkit import cli, reproduce; "
@@ -110,7 +110,7 @@ def test_signal_during_a_notebook_leaves_results_consistent_and_a_rerun_complete
     assert rep["status"] == "interrupted" and rep["interrupted"] == {"notebook": "01_sleep",
                                                                      "signal": signal.Signals(sig).name}
     assert not (run_dir / "tables" / "slept.csv").exists()
-    assert not (run_dir / reproduce.LOCK_NAME).exists()
+    assert not (run_dir / run_lock.LOCK_NAME).exists()
     assert not [p for p in run_dir.rglob(".*") if p.name.startswith((".manifest", ".first", ".slept"))]
 
     monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", tiny_notebooks)   # rerun in-process: one start-up less
@@ -146,25 +146,25 @@ def test_second_run_into_the_same_folder_refuses_while_the_first_holds_it(tiny_n
 
 def test_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from pathlib import Path; from paperkit import reproduce\n"
-                               "with reproduce.RunLock(Path(sys.argv[1])):\n"
+                               "import sys, time; from pathlib import Path; from paperkit import run_lock\n"
+                               "with run_lock.RunLock(Path(sys.argv[1])):\n"
                                "    print('held', flush=True); time.sleep(60)", str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         busy = rf"in use by another paperkit reproduce \(pid {holder.pid} "
         with pytest.raises(reproduce.ReproduceError, match=busy):
-            reproduce.RunLock(tmp_path).acquire()
+            run_lock.RunLock(tmp_path).acquire()
     finally:
         holder.kill()      # SIGKILL: no cleanup, the lock file stays with the dead pid in it
         holder.wait()
-    assert str(holder.pid) in (tmp_path / reproduce.LOCK_NAME).read_text()
-    with reproduce.RunLock(tmp_path):
-        assert json.loads((tmp_path / reproduce.LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert str(holder.pid) in (tmp_path / run_lock.LOCK_NAME).read_text()
+    with run_lock.RunLock(tmp_path):
+        assert json.loads((tmp_path / run_lock.LOCK_NAME).read_text())["pid"] == os.getpid()
     err = capsys.readouterr().err
-    assert f"taking over the lock {tmp_path / reproduce.LOCK_NAME} left by pid {holder.pid}" in err
+    assert f"taking over the lock {tmp_path / run_lock.LOCK_NAME} left by pid {holder.pid}" in err
     assert "no longer running" in err
-    assert not (tmp_path / reproduce.LOCK_NAME).exists()
+    assert not (tmp_path / run_lock.LOCK_NAME).exists()
 
 
 def test_manifest_is_never_half_written_and_a_corrupt_one_is_kept_aside(tmp_path):
