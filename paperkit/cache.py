@@ -454,18 +454,15 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     the same model, optimiser and augmentation (seeded by sample), medians over rounds. Also the input
     pipeline alone (load + augment + normalise, no model) in the same process.
 
-    Long because the two modes are timed interleaved, round by round, in one loop: setup, warm-up and timing
-    share the loaders, iterators and model, which helpers would only pass around.
     """
     import statistics
 
     import torch
-    import torch.nn.functional as F
 
     from paperkit import data, index, profiles
     from paperkit.models.pta import mobilenet_v2_baseline
     prof = profiles.get_profile("default")
-    root = data.resolve_root(root or "", prof, prof.data_seed if hasattr(prof, "data_seed") else 0)
+    root = data.resolve_root(root or "", prof, prof.data_seed)
     workers = devices.workers(prof.num_workers) if workers is None else int(workers)
     t0 = time.perf_counter()
     built = data.ensure_crop_cache(root, size)
@@ -475,18 +472,10 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
                            f"{CROP_LIMIT_ENV} limit): nothing to compare")
     samples = index.load_index(root, "train")
     modes = {"jpeg": False, "cache": True}
-    loaders, iters = {}, {}
-    for m, use in modes.items():
-        ds = data.FaceDataset(root, samples, size, train=True, seed=seed, crop_cache=use)
-        loaders[m] = data._loader(ds, batch_size, workers, data.EpochSampler(len(ds), seed), drop_last=True)
-        iters[m] = iter(loaders[m])
-
-    def batch(m: str) -> Any:
-        try:
-            return next(iters[m])
-        except StopIteration:
-            iters[m] = iter(loaders[m])
-            return next(iters[m])
+    loaders = {m: data._loader(ds, batch_size, workers, data.EpochSampler(len(ds), seed), drop_last=True)
+               for m, ds in ((m, data.FaceDataset(root, samples, size, train=True, seed=seed, crop_cache=use))
+                             for m, use in modes.items())}
+    iters = {m: iter(dl) for m, dl in loaders.items()}
 
     torch.manual_seed(seed)
     model = mobilenet_v2_baseline(num_classes=2).to(memory_format=torch.channels_last)
@@ -495,29 +484,15 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     train_rate: dict[str, list[float]] = {m: [] for m in modes}
     load_rate: dict[str, list[float]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
-    for _ in range(rounds):
+    for _ in range(rounds):   # the two modes interleaved, round by round
         for m in modes:
-            for k in range(steps + 1):
-                if k == 1:
-                    t = time.perf_counter()
-                    c = _cpu_seconds(_worker_pids(iters[m]))
-                x, y, _ = batch(m)
-                x = x.contiguous(memory_format=torch.channels_last)
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            train_rate[m].append(steps * batch_size / (time.perf_counter() - t))
-            c1 = _cpu_seconds(_worker_pids(iters[m]))
-            if c is not None and c1 is not None:
-                cpu[m].append((c1 - c) / (steps * batch_size) * 1e3)
+            rate, ms = _timed_steps(model, opt, loaders[m], iters, m, steps, batch_size)
+            train_rate[m].append(rate)
+            if ms is not None:
+                cpu[m].append(ms)
         for m, use in modes.items():   # the pipeline alone, in this process (no worker overlap)
             ds = data.FaceDataset(root, samples, size, train=True, seed=seed, crop_cache=use)
-            n = min(len(ds), steps * batch_size // 4)
-            t = time.perf_counter()
-            for i in range(n):
-                ds[(i, 0)]
-            load_rate[m].append(n / (time.perf_counter() - t))
+            load_rate[m].append(_pipeline_rate(ds, min(len(ds), steps * batch_size // 4)))
     med = {m: statistics.median(v) for m, v in train_rate.items()}
     lmed = {m: statistics.median(v) for m, v in load_rate.items()}
     return {"root": str(root), "size": size, "batch_size": batch_size, "workers": workers, "steps": steps,
@@ -532,6 +507,40 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
                                           if cpu["jpeg"] and cpu["cache"] else None),
             "pipeline_ratio_cache_over_jpeg": round(lmed["cache"] / lmed["jpeg"], 2),
             "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
+def _timed_steps(model: Any, opt: Any, loader: Any, iters: dict[str, Any], mode: str, steps: int,
+                 batch_size: int) -> tuple[float, float | None]:
+    """One untimed warm-up step, then ``steps`` timed training steps: img/s, and the loader workers' CPU
+    ms per image (None where /proc cannot tell)."""
+    import torch
+    import torch.nn.functional as F
+
+    t, c = time.perf_counter(), None
+    for k in range(steps + 1):
+        if k == 1:
+            t = time.perf_counter()
+            c = _cpu_seconds(_worker_pids(iters[mode]))
+        try:
+            x, y, _ = next(iters[mode])
+        except StopIteration:
+            iters[mode] = iter(loader)
+            x, y, _ = next(iters[mode])
+        loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    rate = steps * batch_size / (time.perf_counter() - t)
+    c1 = _cpu_seconds(_worker_pids(iters[mode]))
+    return rate, ((c1 - c) / (steps * batch_size) * 1e3 if c is not None and c1 is not None else None)
+
+
+def _pipeline_rate(ds: Any, n: int) -> float:
+    """Load + augment + normalise of ``n`` samples in this process, img/s."""
+    t = time.perf_counter()
+    for i in range(n):
+        ds[(i, 0)]
+    return n / (time.perf_counter() - t)
 
 
 def _worker_pids(it: Any) -> list[int]:

@@ -20,22 +20,30 @@ def _parse_kv(items: Sequence[str]) -> dict[str, object]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole `paperkit` argument grammar.
+DETECTORS = ["auto", "cnn", "fast", "haar"]
+PROFILE_NAMES = ["smoke", "default", "paper"]
 
-    Long because it is a flat list of verbs and their options, one `add_argument` per line; kept in one
-    place, every verb's interface reads at a glance.
-    """
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `paperkit` argument grammar, one helper per group of verbs."""
     ap = argparse.ArgumentParser(prog="paperkit", description="Reproduce fast face anti-spoofing works.")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_data(sub)
+    _add_bench(sub)
+    _add_scoring(sub)
+    _add_runs(sub)
+    return ap
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    """`data summary`, `data synth`, `profile table4`."""
     d = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_cmd", required=True)
     s = d.add_parser("summary", help="count images, labels and problems of a CelebA-Spoof tree")
     s.add_argument("--root", required=True)
     s.add_argument("--json", action="store_true")
     g = d.add_parser("synth", help="write the embedded synthetic dataset in CelebA-Spoof layout")
     g.add_argument("--out", required=True)
-    g.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    g.add_argument("--profile", default="default", choices=PROFILE_NAMES)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--faces", default=None, help="folder of your own bona fide face photos")
 
@@ -43,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     t4 = p.add_parser("table4", help="params and MAdds of every PTA configuration (seed 000, Table 4)")
     t4.add_argument("--json", action="store_true")
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    """`bench latency|data|detect|bn|synth|index|train`: benchmarks that print measured ratios."""
     b = sub.add_parser("bench", help="benchmarks that print measured ratios").add_subparsers(
         dest="bench_cmd", required=True)
     bl = b.add_parser("latency", help="batch-1 latency of every model, side by side in one run")
@@ -69,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--n", type=int, default=200)
     _add_cache_benches(b)
 
+
+def _add_scoring(sub: argparse._SubParsersAction) -> None:
+    """`predict` and `evaluate`: a model on user photos."""
     pr = sub.add_parser("predict", help="score faces in images or videos with an ONNX model")
     pr.add_argument("paths", nargs="*", help="images, videos or folders (searched at any depth)")
     pr.add_argument("--model", default=None, help="ONNX model (default: the one shipped in the package)")
     pr.add_argument("--threshold", type=float, default=0.5)
-    pr.add_argument("--detector", default="auto", choices=["auto", "cnn", "fast", "haar"],
+    pr.add_argument("--detector", default="auto", choices=DETECTORS,
                     help="auto: dlib HOG, then dlib's CNN when HOG is not sure; fast: HOG only; cnn: CNN only")
     pr.add_argument("--json", action="store_true", help="print the report as JSON")
     pr.add_argument("--csv", default=None, metavar="FILE", help="also write one row per input file to FILE")
@@ -84,15 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None, help="ONNX model (default: the one shipped in the package)")
     ev.add_argument("--report", default=None, metavar="DIR", help="write scores.csv, worst_errors.png, metrics.json")
     ev.add_argument("--threshold", type=float, default=0.5)
-    ev.add_argument("--detector", default="auto", choices=["auto", "cnn", "fast", "haar"])
+    ev.add_argument("--detector", default="auto", choices=DETECTORS)
 
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    """`results summary` and `reproduce`."""
     rs = sub.add_parser("results", help="what a run folder holds").add_subparsers(dest="results_cmd", required=True)
     su = rs.add_parser("summary", help="the README results section, rendered from a run folder's tables")
     su.add_argument("--run-dir", default="results")
     su.add_argument("--write", default=None, metavar="README", help="replace that file's results block")
 
     r = sub.add_parser("reproduce", help="run notebooks 00-05 through papermill")
-    r.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    r.add_argument("--profile", default="default", choices=PROFILE_NAMES)
     r.add_argument("--run-dir", default="results")
     r.add_argument("--data-root", default="")
     r.add_argument("--seeds", default=None, type=_seed_list,
@@ -104,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", default=None, type=int,
                    help="notebooks run side by side when their inputs are ready (default: 2 on >= 2 cores, "
                         "else 1); timings still run on a quiet machine")
-    return ap
 
 
 def _add_cache_benches(b: argparse._SubParsersAction) -> None:

@@ -5,10 +5,10 @@ and keeps the failed notebook for inspection; per-notebook wall time goes to `<r
 
 Fault tolerance (so an interrupted run never leaves results that look finished):
 
-* One run per run folder (:mod:`paperkit.run_lock`): `<run_dir>/.reproduce.lock` is held with ``flock`` for the whole run and names
-  the holder's pid. A second run into the same folder refuses with that pid; a lock file left by a process
-  that is gone (killed with SIGKILL, machine reset) no longer holds the flock and is taken over, with a
-  message.
+* One run per run folder (:mod:`paperkit.run_lock`): `<run_dir>/.reproduce.lock` is held with ``flock``
+  for the whole run and names the holder's pid. A second run into the same folder refuses with that pid;
+  a lock file left by a process that is gone (killed with SIGKILL, machine reset) no longer holds the
+  flock and is taken over, with a message.
 * Before a notebook runs, its manifest entry is replaced by ``{"status": "running"}``, so the manifest
   never vouches for the previous run's outputs while this run may be rewriting them; the notebook's
   ``record_notebook`` cell replaces it with the complete entry (``"status": "complete"``, outputs that
