@@ -465,7 +465,7 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     root = data.resolve_root(root or "", prof, prof.data_seed)
     workers = devices.workers(prof.num_workers) if workers is None else int(workers)
     t0 = time.perf_counter()
-    built = data.ensure_crop_cache(root, size)
+    built = data.ensure_crop_cache(root, data.context_size(size), scale=data.CONTEXT_SCALE)  # training crops
     build_s = time.perf_counter() - t0
     if built is None:
         raise RuntimeError(f"no crop cache for {root} at {size} px (turned off with {CROP_ENV}=0, or over the "

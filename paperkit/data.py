@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from paperkit import device as devices
 from paperkit import index
-from paperkit.augment import augment
+from paperkit.augment import augment, jitter_box
 from paperkit.celeba import (BB_FRAME, PROBLEM_KEYS, SPLITS, DatasetError, bb_path, box_to_pixels, check_root,
                              read_box, read_labels)
 from paperkit.index import (MAX_PIXELS, Sample, load_index, pool_map, probe_image, seed_u32, split_by_subject,
@@ -53,6 +53,10 @@ log = logging.getLogger("paperkit.data")   # the dataset reader's one logger (sh
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 CROP_SCALE = 1.5               # square side = 1.5 * max(w, h) around the box centre
+# Training crops come from a wider square (the context) so that :func:`paperkit.augment.jitter_box` can
+# draw another box scale and shift from it without padding: the deployed detector's box differs from
+# the label's, and a model trained on one exact framing flips when the box moves (issue 11, item 6).
+CONTEXT_SCALE = 2.2
 
 
 class ImageError(DatasetError):
@@ -120,8 +124,16 @@ def _window(lo: int, side: int, n: int) -> tuple[int, int, int, int, int]:
     return a, b, pad_lo, pad_hi, lo - (a - pad_lo)
 
 
-def crop_face(image_rgb: np.ndarray, box_xywh_pixels: Sequence[float] | None, size: int) -> np.ndarray:
-    """Square face crop: side 1.5 x max(w, h) around the box centre, reflect-101 padding where the square
+def context_size(size: int) -> int:
+    """Pixel side of the context crop of a ``size`` input: the smallest jittered window (box scale
+    :data:`paperkit.augment.BOX_SCALE` low end) still has ``size`` pixels, so jittering never enlarges."""
+    from paperkit.augment import BOX_SCALE
+    return int(math.ceil(size * CONTEXT_SCALE / (CROP_SCALE * BOX_SCALE[0])))
+
+
+def crop_face(image_rgb: np.ndarray, box_xywh_pixels: Sequence[float] | None, size: int,
+              scale: float = CROP_SCALE) -> np.ndarray:
+    """Square face crop: side ``scale`` (1.5) x max(w, h) around the box centre, reflect-101 padding where the square
     leaves the image, resized to ``size`` (INTER_AREA when shrinking, bilinear when enlarging).
     ``box=None`` (or a degenerate box) -> the largest centred square (the problem-box fallback)."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
@@ -132,7 +144,7 @@ def crop_face(image_rgb: np.ndarray, box_xywh_pixels: Sequence[float] | None, si
         y0, x0 = (H - side) // 2, (W - side) // 2
         return _resize(image_rgb[y0:y0 + side, x0:x0 + side], size)
     x, y, w, h = (float(v) for v in box_xywh_pixels)
-    side = max(1, int(round(CROP_SCALE * max(w, h))))
+    side = max(1, int(round(scale * max(w, h))))
     x0 = int(math.floor(x + w / 2 - side / 2))
     y0 = int(math.floor(y + h / 2 - side / 2))
     if x0 >= 0 and y0 >= 0 and x0 + side <= W and y0 + side <= H:
@@ -219,10 +231,10 @@ def _box_of(root: Path, s: Sample, width: int, height: int) -> tuple[float, floa
     return None if tiny else box
 
 
-def _crop_jpeg(root: Path, s: Sample, size: int) -> np.ndarray:
+def _crop_jpeg(root: Path, s: Sample, size: int, scale: float = CROP_SCALE) -> np.ndarray:
     """Decode + crop + resize of one sample from its image file (the reference every cache reproduces)."""
     img = decode_image(root / s.path, check_header=s.box_problem == "unchecked")
-    return crop_face(img, _box_of(root, s, img.shape[1], img.shape[0]), size)
+    return crop_face(img, _box_of(root, s, img.shape[1], img.shape[0]), size, scale)
 
 
 class FaceDataset(Dataset):
@@ -232,17 +244,23 @@ class FaceDataset(Dataset):
 
     Crops come from the crop cache of (root, size) when one has been built (:func:`ensure_crop_cache`,
     which :func:`make_loaders` calls; ``crop_cache=False`` or ``PAPERKIT_CROP_CACHE=0`` turn it off), else
-    from the image files; augmentation runs on the crop either way, so items are identical. An image
+    from the image files; augmentation runs on the crop either way, so items are identical. Training
+    items (``box_jitter``, default ``train``) start from the wider context crop (:data:`CONTEXT_SCALE`)
+    and draw their own box scale and shift (:func:`paperkit.augment.jitter_box`). An image
     that changed on disk after it was indexed (size or mtime) is probed again; one that no longer decodes,
     or vanished, is replaced by the next sample, warned about once and counted in ``runtime_failures``
     (shared across DataLoader workers; :meth:`failure_report` says it in words)."""
 
     def __init__(self, root: str | os.PathLike, samples: Sequence[Sample], size: int = 128, train: bool = False,
-                 seed: int = 0, crop_cache: bool | None = None) -> None:
+                 seed: int = 0, crop_cache: bool | None = None, box_jitter: bool | None = None) -> None:
         self.root = Path(root)
         self.samples = list(samples)
         self.size = int(size)
         self.train = bool(train)
+        self.box_jitter = self.train if box_jitter is None else bool(box_jitter)
+        # what load_crop returns: the deployed crop, or the context crop jitter_box draws from
+        self.crop_px, self.crop_scale = ((context_size(self.size), CONTEXT_SCALE) if self.box_jitter
+                                         else (self.size, CROP_SCALE))
         self.seed = int(seed)
         self.epoch = 0
         self.problems = dict(getattr(samples, "problems", {k: 0 for k in PROBLEM_KEYS}))
@@ -277,11 +295,12 @@ class FaceDataset(Dataset):
         if self._crops is None:
             self._crops = False
             if self.use_crop_cache is not False:
-                self._crops = open_crop_cache(self.root, self.size) or False
+                self._crops = open_crop_cache(self.root, self.crop_px, self.crop_scale) or False
         return self._crops or None
 
     def load_crop(self, index: int) -> np.ndarray:
-        """Decoded, cropped, resized (not augmented) RGB uint8 face of sample ``index``."""
+        """Decoded, cropped, resized (not augmented) RGB uint8 face of sample ``index`` (the context crop,
+        ``crop_px`` pixels, when ``box_jitter``)."""
         s = self.samples[index]
         crops = self.crop_cache()
         if crops is not None or s.stamp is not None:
@@ -299,7 +318,7 @@ class FaceDataset(Dataset):
                     raise ImageError(f"image {path} changed on disk after it was indexed and no longer "
                                      f"decodes ({why})")
                 s = replace(s, box=None, box_problem="unchecked")   # its size may differ: re-read the box
-        return _crop_jpeg(self.root, s, self.size)
+        return _crop_jpeg(self.root, s, self.crop_px, self.crop_scale)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, torch.Tensor]:
         index, epoch = (int(item[0]), int(item[1])) if isinstance(item, tuple) else (int(item), self.epoch)
@@ -316,8 +335,12 @@ class FaceDataset(Dataset):
                     log.warning("%s; using the next sample instead", e)
         else:
             raise ImageError(f"16 consecutive images failed to decode near index {index} of {self.root}")
-        if self.train:
-            crop = augment(crop, sample_rng(self.seed, epoch, i))
+        if self.train or self.box_jitter:
+            rng = sample_rng(self.seed, epoch, i)
+            if self.box_jitter:
+                crop = jitter_box(crop, rng, self.size, CONTEXT_SCALE, CROP_SCALE)
+            if self.train:
+                crop = augment(crop, rng)
         s = self.samples[i]
         return preprocess(crop, self.size), int(s.label), torch.tensor(s.cues, dtype=torch.long)
 
@@ -333,41 +356,43 @@ class FaceDataset(Dataset):
 _OPEN_CROPS: dict[tuple[str, int, str], Any] = {}
 
 
-def crop_key(root: str | os.PathLike, size: int) -> str:
+def crop_key(root: str | os.PathLike, size: int, scale: float = CROP_SCALE) -> str:
     from paperkit import cache
     table = cache.ProbeTable(root, index.READER_VERSION)
-    return cache._sha({"index": table.key, "size": int(size), "scale": CROP_SCALE, "frame": BB_FRAME,
+    return cache._sha({"index": table.key, "size": int(size), "scale": float(scale), "frame": BB_FRAME,
                        "reader": index.READER_VERSION}, 16)
 
 
-def open_crop_cache(root: str | os.PathLike, size: int) -> Any:
-    """The built crop cache of (root, size), or None (not built, turned off, or stale)."""
+def open_crop_cache(root: str | os.PathLike, size: int, scale: float = CROP_SCALE) -> Any:
+    """The built crop cache of (root, size, scale), or None (not built, turned off, or stale)."""
     from paperkit import cache
     if not cache.enabled(cache.CROP_ENV):
         return None
     root = Path(root).resolve()
-    key = crop_key(root, size)
+    key = crop_key(root, size, scale)
     memo = (str(root), int(size), key)
     if memo not in _OPEN_CROPS:
         c = cache.CropCache.open(root, key)
         if c is None:
             return None
-        _OPEN_CROPS.clear()   # one root/size at a time is the common case; do not pin old maps
+        if len(_OPEN_CROPS) >= 2:   # a root's deployed + context crops is the common case: do not pin old maps
+            _OPEN_CROPS.pop(next(iter(_OPEN_CROPS)))
         _OPEN_CROPS[memo] = c
     return _OPEN_CROPS[memo]
 
 
-def _crop_rows(args: tuple[str, str, int, int, list[Sample]]) -> list[tuple[int, int] | None]:
+def _crop_rows(args: tuple[str, str, int, int, float, list[Sample]]) -> list[tuple[int, int] | None]:
     """Pool job: crop ``samples`` into rows ``start..`` of the temp array; per row the image's stamp, or
     None when the image fails or changed since indexing (that row is never served)."""
-    root, npy, start, size, samples = args
+    root, npy, start, size, scale, samples = args
     arr = np.load(npy, mmap_mode="r+")
     out: list[tuple[int, int] | None] = []
     for j, s in enumerate(samples):
         path = Path(root) / s.path
         before = _stamp(path)
         try:
-            crop = _crop_jpeg(Path(root), s, size) if before is not None and before == (s.stamp or before) else None
+            same = before is not None and before == (s.stamp or before)
+            crop = _crop_jpeg(Path(root), s, size, scale) if same else None
         except ImageError:
             crop = None
         if crop is None or _stamp(path) != before:
@@ -380,9 +405,21 @@ def _crop_rows(args: tuple[str, str, int, int, list[Sample]]) -> list[tuple[int,
     return out
 
 
+def _other_scale(path: Path, scale: float) -> bool:
+    """Whether cache file ``path`` belongs to a crop cache of another crop scale (a build sweeps only its
+    own scale's stale caches: the deployed and the context crops of a root live side by side)."""
+    side = path.with_name(path.name.split(".")[0] + ".json")
+    try:
+        other = json.loads(side.read_text()).get("scale", CROP_SCALE)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return float(other) != float(scale)
+
+
 def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra_test",
-                      limit_bytes: int | None = None) -> Any:
-    """Open, or build once, the crop cache of every indexed image of ``root`` (both splits) at ``size``.
+                      limit_bytes: int | None = None, scale: float = CROP_SCALE) -> Any:
+    """Open, or build once, the crop cache of every indexed image of ``root`` (both splits) at ``size``
+    pixels, each crop ``scale`` x the box (:data:`CONTEXT_SCALE` for the training context crops).
 
     Returns None (the JPEG path is used) when turned off (``PAPERKIT_CROP_CACHE=0``) or when the array
     would exceed ``limit_bytes`` (default ``PAPERKIT_CROP_CACHE_GB``, 8 GB: 600k CelebA-Spoof crops at
@@ -391,7 +428,7 @@ def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra
     if not cache.enabled(cache.CROP_ENV):
         return None
     root = Path(root).resolve()
-    c = open_crop_cache(root, size)
+    c = open_crop_cache(root, size, scale)
     if c is not None:
         return c
     limit = cache.crop_limit_bytes() if limit_bytes is None else int(limit_bytes)
@@ -401,7 +438,7 @@ def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra
         log.info("crop cache of %s at %d px would take %.1f GB > %.1f GB (%s); reading the image files",
                  root, size, entries * row_bytes / 1024 ** 3, limit / 1024 ** 3, cache.CROP_LIMIT_ENV)
         return None
-    key = crop_key(root, size)
+    key = crop_key(root, size, scale)
     folder, npy, side = cache.CropCache.paths_for(root, key)
     with cache.folder_lock(folder):   # a concurrent builder finished meanwhile: use its cache
         c = cache.CropCache.open(root, key)
@@ -416,19 +453,19 @@ def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra
             arr.flush()
             del arr
             per = max(16, min(256, n // (4 * (os.cpu_count() or 1)) + 1))
-            jobs = [(str(root), str(tmp), i, int(size), samples[i:i + per]) for i in range(0, n, per)]
+            jobs = [(str(root), str(tmp), i, int(size), float(scale), samples[i:i + per]) for i in range(0, n, per)]
             stamps = [st for part in (pool_map(_crop_rows, jobs) if n >= index.POOL_MIN else map(_crop_rows, jobs))
                       for st in part]
-        meta = {"key": key, "root": str(root), "size": int(size), "reader": index.READER_VERSION,
+        meta = {"key": key, "root": str(root), "size": int(size), "scale": float(scale), "reader": index.READER_VERSION,
                 "paths": [s.path for s in samples], "stamps": stamps,
                 "boxes": [[list(s.box) if s.box is not None else None, s.box_problem] for s in samples],
                 "built_s": round(time.perf_counter() - t0, 1)}
         payload = json.dumps(meta).encode()
         cache.atomic_write(side, lambda f: f.write(payload))   # the sidecar last: it makes the array valid
-        cache.sweep(folder, keep=lambda p: key in p.name or p.name == "root.txt")
+        cache.sweep(folder, keep=lambda p: key in p.name or p.name == "root.txt" or _other_scale(p, scale))
     cache.prune_roots("crops")
-    log.info("crop cache: %d faces of %s at %d px in %.1f s (%s)", n, root, size, meta["built_s"], npy)
-    return open_crop_cache(root, size)
+    log.info("crop cache: %d faces of %s at %d px x%.1f in %.1f s (%s)", n, root, size, scale, meta["built_s"], npy)
+    return open_crop_cache(root, size, scale)
 
 
 class EpochSampler(Sampler):
@@ -486,6 +523,7 @@ def make_loaders(root: str | os.PathLike | None, profile: Any, seed: int, protoc
     ds_test.problems = dict(test.problems)
     if prof.max_train_images is None and prof.max_test_images is None:   # a capped run reads only its images
         ensure_crop_cache(root, size, protocol)
+        ensure_crop_cache(root, ds_train.crop_px, protocol, scale=ds_train.crop_scale)
     return {
         "train": _loader(ds_train, bs, nw, EpochSampler(len(train), seed), drop_last=len(train) > bs),
         "val": _loader(ds_val, bs, nw),

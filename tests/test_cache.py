@@ -200,19 +200,23 @@ def _profile(**kw):
     return get_profile("smoke", **base)
 
 
-def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_clean):
+@pytest.mark.parametrize("train", [False, True])
+def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_clean, train):
     idx = index.load_index(tiny_celeba_clean, "train")
-    jpeg = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=True, seed=4, crop_cache=False)
+    jpeg = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=train, seed=4, crop_cache=False)
+    px, scale = jpeg.crop_px, jpeg.crop_scale    # training items read the wider context crops
+    assert (px, scale) == ((data.context_size(32), data.CONTEXT_SCALE) if train else (32, data.CROP_SCALE))
     ref = [jpeg.load_crop(i) for i in range(len(idx))]
-    assert data.open_crop_cache(tiny_celeba_clean, 32) is None
-    c = data.ensure_crop_cache(tiny_celeba_clean, 32)
-    assert c is not None and c.array.shape == (32, 32, 32, 3) and c.array.dtype == np.uint8
-    cached = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=True, seed=4)
+    assert data.open_crop_cache(tiny_celeba_clean, px, scale) is None
+    c = data.ensure_crop_cache(tiny_celeba_clean, px, scale=scale)
+    assert c is not None and c.array.shape == (32, px, px, 3) and c.array.dtype == np.uint8
+    cached = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=train, seed=4)
     assert cached.crop_cache() is c
     for i in range(len(idx)):
         assert np.array_equal(cached.load_crop(i), ref[i])
         for epoch in (0, 3):
             a, b = cached[(i, epoch)], jpeg[(i, epoch)]
+            assert a[0].shape == (3, 32, 32)
             assert torch.equal(a[0], b[0]) and a[1] == b[1] and torch.equal(a[2], b[2])
     # the JPEG path is not taken: a row is served even if decoding would now be impossible ...
     import paperkit.data as d
@@ -226,8 +230,13 @@ def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_cle
     row = cached.load_crop(0)
     row[:] = 0
     assert np.array_equal(cached.load_crop(0), ref[0])
-    side = json.loads(next(c.folder.glob("crops-*.json")).read_text())
-    assert side["paths"] == sorted(side["paths"]) and side["size"] == 32 and side["key"] == c.key
+    side = json.loads((c.folder / f"crops-{c.key}.json").read_text())
+    assert side["paths"] == sorted(side["paths"]) and side["size"] == px and side["key"] == c.key
+    # the other scale's cache survives this build's sweep of stale caches
+    other = data.ensure_crop_cache(tiny_celeba_clean, 32 if train else data.context_size(32),
+                                   scale=data.CROP_SCALE if train else data.CONTEXT_SCALE)
+    assert other is not None and other.key != c.key and c.npy.is_file()
+    assert data.open_crop_cache(tiny_celeba_clean, px, scale) is not None
 
 
 def test_make_loaders_builds_it_and_workers_share_it(tiny_celeba_clean, monkeypatch):

@@ -408,6 +408,36 @@ def test_augment_is_reproducible_and_keeps_uint8():
     assert 1.0 < noisy.astype(float).std() < 20.0
 
 
+class _Fixed:
+    """A stand-in generator whose draws are the centre of each range: box scale 1, no shift."""
+
+    def uniform(self, lo, hi, n=None):
+        return np.zeros(n) if n else (lo + hi) / 2 if lo * hi > 0 else 0.0
+
+
+def test_jitter_box_at_scale_one_is_the_deployed_crop_and_otherwise_reframes():
+    img = cv2.GaussianBlur(_img(300, 260), (0, 0), 2)
+    box = (90, 80, 70, 84)
+    ctx = data.crop_face(img, box, data.context_size(64), data.CONTEXT_SCALE)
+    direct = data.crop_face(img, box, 64)
+    same = augment.jitter_box(ctx, _Fixed(), 64, data.CONTEXT_SCALE, data.CROP_SCALE)
+    assert same.shape == (64, 64, 3) and np.abs(same.astype(int) - direct).mean() < 2.0
+    # the widest window holds the box at 1.3x, the narrowest at 0.8x, both still 64 px
+    assert data.context_size(64) * data.CROP_SCALE * augment.BOX_SCALE[0] / data.CONTEXT_SCALE >= 64
+    outs = [augment.jitter_box(ctx, data.sample_rng(0, e, 1), 64, data.CONTEXT_SCALE, data.CROP_SCALE)
+            for e in range(6)]
+    assert all(o.shape == (64, 64, 3) and o.dtype == np.uint8 for o in outs)
+    assert min(np.abs(o.astype(int) - direct).mean() for o in outs) > 0.5   # each epoch frames anew
+    # a jittered crop is what crop_face gives for a rescaled box (up to resampling)
+    scale = 1.2
+    big = data.crop_face(img, (box[0] + box[2] * (1 - scale) / 2, box[1] + box[3] * (1 - scale) / 2,
+                               box[2] * scale, box[3] * scale), 64)
+    zoom = _Fixed()
+    zoom.uniform = lambda lo, hi, n=None: np.zeros(n) if n else (np.log(scale) if lo < 0 else 0.0)
+    got = augment.jitter_box(ctx, zoom, 64, data.CONTEXT_SCALE, data.CROP_SCALE)
+    assert np.abs(got.astype(int) - big).mean() < np.abs(direct.astype(int) - big).mean() / 2
+
+
 # ---------------------------------------------------------------- dataset and loaders
 def test_dataset_items_and_epoch_seeding(tiny_celeba_clean):
     idx = index.load_index(tiny_celeba_clean, "train")

@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -303,3 +304,31 @@ def test_box_check_regenerates_or_drops(tmp_path: Path, monkeypatch) -> None:
     root = synth.build(tmp_path / "drop", profile=TINY, seed=0, progress=False)
     meta = json.loads((root / synth.MARKER).read_text())
     assert meta["box_check"]["dropped"] == 25 and not list(root.rglob("*.jpg"))
+
+
+def test_face_visibility_rule_rejects_a_box_of_noise_and_keeps_a_face() -> None:
+    """A box whose noise-free content is flat (a face lost in the dark) fails however noisy the written
+    image is; a box with face-like contrast passes; noise that swamps the contrast fails."""
+    rng = np.random.default_rng(0)
+    flat = np.full((96, 96, 3), 20, np.uint8)
+    noisy = np.clip(flat + rng.normal(0, 12, flat.shape), 0, 255).astype(np.uint8)
+    box = (24.0, 24.0, 48.0, 48.0)
+    assert not frame.face_visible(flat, noisy, box)
+    face = flat.copy()
+    cv2.circle(face, (48, 48), 20, (150, 120, 100), -1)          # skin
+    cv2.circle(face, (40, 42), 3, (10, 10, 10), -1)              # eyes and mouth
+    cv2.circle(face, (56, 42), 3, (10, 10, 10), -1)
+    cv2.line(face, (40, 58), (56, 58), (60, 20, 20), 2)
+    slight = np.clip(face + rng.normal(0, 3, face.shape), 0, 255).astype(np.uint8)
+    assert frame.face_visible(face, slight, box)
+    swamped = np.clip(face + rng.normal(0, 80, face.shape), 0, 255).astype(np.uint8)
+    assert not frame.face_visible(face, swamped, box)
+    assert not frame.face_visible(face, face, (200.0, 200.0, 10.0, 10.0))   # a box outside the frame
+
+
+def test_invisible_faces_are_redrawn_then_dropped_and_counted(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PAPERKIT_SYNTH_WORKERS", "1")
+    monkeypatch.setattr(frame, "face_visible", lambda clean, noisy, box: False)
+    root = synth.build(tmp_path / "dark", profile=TINY, seed=0, progress=False)
+    meta = json.loads((root / synth.MARKER).read_text())
+    assert meta["box_check"]["dropped"] == 25 and "sensor noise" in meta["box_check"]["rule"]

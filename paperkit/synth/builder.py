@@ -26,12 +26,12 @@ from paperkit.cues import CUE_NAMES
 from paperkit.profiles import Profile, get_profile
 
 from . import backgrounds
-from .frame import BOX_ATTEMPTS, BOX_MIN_INSIDE, BOX_MIN_SIDE, render_frame
+from .frame import BOX_ATTEMPTS, BOX_MIN_INSIDE, BOX_MIN_SIDE, FACE_MIN_SNR, FACE_MIN_STD, render_frame
 from .photos import PhotoFace, load_face_photos
 from .plan import Job, plan_jobs
 from .scene import in_process, init_worker
 
-VERSION = "4"  # bump whenever the output changes: it keys the cache folder
+VERSION = "5"  # bump whenever the output changes: it keys the cache folder
 GENERATOR = "paperkit.synth"
 MARKER = "PAPERKIT_SYNTHETIC.json"  # == paperkit.results.SYNTH_MARKER
 WORKERS = 2                 # processes for build(); PAPERKIT_SYNTH_WORKERS overrides; 1 = in-process
@@ -138,7 +138,9 @@ def _marker(prof: Any, seed: int, diff: float, n: int, n_id: int, labels: dict[s
                     "B": "laptop webcam: soft, noisy, cool, JPEG 55-82; more PC/A4/poster attacks"},
         "opencv": cv2.__version__,
         "box_check": {"rule": f"face box >= {BOX_MIN_INSIDE:.0%} inside the frame and sides >= {BOX_MIN_SIDE:.0%} "
-                              f"of it; else re-rendered (new frame draws), dropped after {BOX_ATTEMPTS} tries",
+                              f"of it, noise-free face luma std >= {FACE_MIN_STD:g} levels and >= "
+                              f"{FACE_MIN_SNR:g}x the sensor noise in the box; else re-rendered (new frame "
+                              f"draws), dropped after {BOX_ATTEMPTS} tries",
                       **(box_check or {"regenerated": 0, "dropped": 0, "dropped_files": []})},
     }
 
@@ -178,7 +180,7 @@ def build(out_dir: str | os.PathLike, profile: str | Profile = "default", seed: 
         it = _run(jobs, seed, n, photos, _n_workers())
         if progress:
             from tqdm.auto import tqdm
-            it = tqdm(it, total=len(jobs), desc=f"synth {profile} s{seed}", unit="img")
+            it = tqdm(it, total=len(jobs), desc=f"synth {getattr(profile, 'name', profile)} s{seed}", unit="img")
         maps = _write_images(tmp, jobs, it)
         _write_metas(tmp, maps)
         _write_json(tmp / MARKER, _marker(prof, seed, diff, n, n_id, maps["labels"], splits, faces_dir, names, no_face,

@@ -25,20 +25,21 @@ def _vignette(n: int) -> np.ndarray:
     return d
 
 
-def capture(frame: np.ndarray, cam: dict, r: np.random.Generator) -> tuple[np.ndarray, int, int]:
+def capture(frame: np.ndarray, cam: dict, r: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
     """The shared camera back-end: white balance, tone, vignetting, sensor noise, 8-bit quantisation.
 
     Geometry and optical blur happen before (they depend on where the object is); this part is
     identical for every image. Returns (uint8 RGB, jpeg quality, sampling factor) for encoding.
+    ``r=None`` leaves the sensor noise out (the noise-free image the face-visibility check compares with).
     """
     n = frame.shape[0]
     x = frame * (np.array(cam["wb"], np.float32) * cam["exposure"])
     x *= (1 - cam["vignette"] * _vignette(n))[..., None]
     x = np.clip(x, 0, 1.5)
     # Poisson-Gaussian sensor noise, in a mildly correlated (demosaiced) form
-    sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * cam["iso"]
-    noise = bank_slice("white3", r, n, n)
-    x = x + sig * noise
+    if r is not None:
+        sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * cam["iso"]
+        x = x + sig * bank_slice("white3", r, n, n)
     # the ISP's sharpening (unsharp mask, ~1 px radius), on the noisy demosaiced image
     if cam.get("sharpen", 0.0) > 0.02:
         x = x + cam["sharpen"] * (x - cv2.GaussianBlur(x, (0, 0), 1.0))
@@ -104,7 +105,7 @@ def motion_blur(frame: np.ndarray, length: float, angle: float) -> np.ndarray:
     return cv2.filter2D(frame, -1, ker / max(ker.sum(), 1e-6), borderType=cv2.BORDER_REFLECT)
 
 
-def sensor_capture(frame: np.ndarray, cam: dict, r: np.random.Generator) -> tuple[np.ndarray, int, int]:
+def sensor_capture(frame: np.ndarray, cam: dict, r: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
     """:func:`capture` at the sensor's own resolution: a low-resolution sensor (``sensor_scale`` < 1)
     samples the optical image coarsely, adds its noise there, and its image is upscaled to the file size."""
     n = frame.shape[0]

@@ -7,6 +7,7 @@ then exposure, sensor noise and the box score. Attack cues are set by name (:dat
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -244,6 +245,26 @@ def _bb_line(box: tuple[float, float, float, float], n: int, score: float) -> st
 BOX_ATTEMPTS = 3        # renders tried per job before it is dropped
 BOX_MIN_INSIDE = 0.9    # fraction of the face box that must lie inside the frame
 BOX_MIN_SIDE = 0.1      # smallest face box side, fraction of the frame
+# A box can lie in the frame and still show no face: a dark session under heavy sensor noise. On 1,200
+# default renders the noise-free face's luma std had a 1% quantile of 6-24 levels per type and its ratio
+# to the sensor noise 0.5-4.7; below these a face is barely there, about 1.7% of renders (issue 11).
+FACE_MIN_STD = 6.0      # luma std of the noise-free face box, 8-bit levels
+FACE_MIN_SNR = 1.5      # that std over the std of the sensor noise in the box
+
+
+def face_visible(clean: np.ndarray, noisy: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """The face box of the written image holds a face, not only noise: the noise-free render's luma
+    varies inside the box (:data:`FACE_MIN_STD`) and stands out of the sensor noise (:data:`FACE_MIN_SNR`)."""
+    n = clean.shape[0]
+    x, y, w, hh = box
+    x0, y0 = max(0, int(x)), max(0, int(y))
+    x1, y1 = min(n, int(math.ceil(x + w))), min(n, int(math.ceil(y + hh)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return False
+    gc = cv2.cvtColor(clean[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gn = cv2.cvtColor(noisy[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    std = float(gc.std())
+    return std >= FACE_MIN_STD and std >= FACE_MIN_SNR * float((gn - gc).std())
 
 
 def box_ok(box: tuple[float, float, float, float], n: int) -> bool:
@@ -260,12 +281,13 @@ def render_frame(job: Job, seed: int, n: int) -> dict:
     """Render one image (pure function of the job, seed and size). Returns JPEG bytes, box line, labels,
     cues and `attempts` (renders tried).
 
-    A render whose face box leaves the frame (:func:`box_ok`) is drawn again from the next rng stream
+    A render whose face box leaves the frame (:func:`box_ok`) or shows no face (:func:`face_visible`) is
+    drawn again from the next rng stream
     (new frame jitter and pose, same session), up to :data:`BOX_ATTEMPTS` times; when none passes, the
     result says ``dropped`` and the builder leaves the job out (both counted in the marker file)."""
     for attempt in range(BOX_ATTEMPTS):
         out = _render_once(job, seed, n, attempt)
-        if out["box_ok"]:
+        if out["box_ok"] and out["face_visible"]:
             return out
     return {**out, "dropped": True}
 
@@ -287,6 +309,7 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     frame = motion_blur(lens_blur(shot.frame, blur), *(cam.get("shake") or (0.0, 0.0)))
     cam_f = {**cam, "exposure": cam["exposure"] * float(r.uniform(0.96, 1.04))}
     rgb, q, sf = sensor_capture(frame, cam_f, r)
+    visible = face_visible(sensor_capture(frame, cam_f, None)[0], rgb, shot.box)
     low = blur > 1.3 or q < 60 or cam["iso"] * cam["read"] > 0.03 or cam.get("sensor_scale", 1.0) < 0.6
     cues = {**shot.cues, "low_quality": int(low or (cam.get("shake") or (0.0, 0.0))[0] > 3.0)}
     if shot.attrs is not None:
@@ -294,4 +317,5 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     data = encode_jpeg(rgb, q, sf)
     score = 0.9 + 0.0999 * float(r.random())
     return {"jpeg": data, "bb": _bb_line(shot.box, n, score), "label": _label(job, kind, shot.attrs),
-            "cues": cue_vector(cues), "attempts": attempt + 1, "box_ok": box_ok(shot.box, n), "source": shot.source}
+            "cues": cue_vector(cues), "attempts": attempt + 1, "box_ok": box_ok(shot.box, n),
+            "face_visible": visible, "source": shot.source}
