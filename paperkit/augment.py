@@ -20,7 +20,7 @@ ISO_COLOR_SHIFT = (0.01, 0.05)  # scales chroma noise, as a fraction of full sca
 FLIP_P = 0.5
 # Box jitter (issue 11, item 6): the robustness card moves the box 0.8-1.3x and +-10%, and a detector's box
 # on a real photo differs from the label's by about as much; train on that range instead of one framing.
-BOX_SCALE = (0.8, 1.3)   # factor on the box side, drawn log-uniform
+BOX_SCALE = (0.7, 1.3)   # factor on the box side, drawn log-uniform (0.7: a face filling a small photo)
 BOX_SHIFT = 0.08         # centre shift per axis, as a fraction of the box side, drawn uniform
 
 
@@ -84,24 +84,25 @@ def iso_noise(img: np.ndarray, rng: np.random.Generator, intensity: float, color
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def jitter_box(context: np.ndarray, rng: np.random.Generator, size: int, context_scale: float,
-               crop_scale: float) -> np.ndarray:
+def jitter_box(context: np.ndarray, valid: tuple[float, float, float, float] | None, rng: np.random.Generator,
+               size: int, context_scale: float, crop_scale: float) -> np.ndarray:
     """The ``size`` crop a box of another scale and centre would have given, cut from ``context``: the
     square of side ``context_scale`` x the labelled box (:data:`paperkit.data.CONTEXT_SCALE`) where the
-    deployed crop is ``crop_scale`` x the box, large enough that the widest jittered window fits without
-    padding and the narrowest still holds ``size`` pixels (:func:`paperkit.data.context_size`).
-    Scale 1, shift 0 is the deployed crop."""
+    deployed crop is ``crop_scale`` x the box, large enough that the widest jittered window fits and the
+    narrowest still holds ``size`` pixels (:func:`paperkit.data.context_size`). The window is moved (and
+    where needed shrunk) into ``valid``, the part of the context that shows the image, as
+    :func:`paperkit.data.fit_square` does for the deployed crop. Scale 1, shift 0 is the deployed crop."""
     n = context.shape[0]
+    vx0, vy0, vx1, vy1 = valid if valid is not None else (0.0, 0.0, float(n), float(n))
     scale = float(np.exp(rng.uniform(np.log(BOX_SCALE[0]), np.log(BOX_SCALE[1]))))
     dx, dy = (float(v) for v in rng.uniform(-BOX_SHIFT, BOX_SHIFT, 2))
     box = n / context_scale                          # the box side, in context pixels
-    side = box * crop_scale * scale                  # the jittered crop, in context pixels
-    half = min(side / 2, n / 2)
-    cx = min(max(n / 2 + dx * box, half), n - half)  # keep the window inside the context
-    cy = min(max(n / 2 + dy * box, half), n - half)
-    x0, y0 = int(round(cx - half)), int(round(cy - half))
-    w = max(1, min(int(round(2 * half)), n - max(x0, y0)))
-    win = context[y0:y0 + w, x0:x0 + w]
+    side = min(box * crop_scale * scale, vx1 - vx0, vy1 - vy0, float(n))
+    x0 = min(max(n / 2 + dx * box - side / 2, vx0), vx1 - side)
+    y0 = min(max(n / 2 + dy * box - side / 2, vy0), vy1 - side)
+    xa, ya = int(round(x0)), int(round(y0))
+    w = max(1, min(int(round(side)), n - xa, n - ya))
+    win = context[ya:ya + w, xa:xa + w]
     interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
     return win if w == size else cv2.resize(win, (size, size), interpolation=interp)
 

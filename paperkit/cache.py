@@ -277,6 +277,7 @@ class CropCache:
         self.npy = folder / f"crops-{key}.npy"
         self.rows = {p: i for i, p in enumerate(meta["paths"])}
         self.stamps = meta["stamps"]
+        self.valid = meta.get("valid") or [None] * len(self.stamps)
         self.boxes = meta["boxes"]
         self.size = int(meta["size"])
         self._arr: np.ndarray | None = None
@@ -298,6 +299,8 @@ class CropCache:
         try:
             n = len(meta["paths"])
             if len(meta["stamps"]) != n or len(meta["boxes"]) != n:
+                return None
+            if meta.get("context") and len(meta.get("valid") or []) != n:
                 return None
             expected = n * int(meta["size"]) ** 2 * 3
             if npy.stat().st_size < expected:
@@ -325,6 +328,11 @@ class CropCache:
         if problem != sample.box_problem or box != (list(sample.box) if sample.box is not None else None):
             return None
         return np.array(self.array[i])   # a private copy: augmentation must never write into the cache
+
+    def valid_of(self, sample: Any) -> tuple[float, float, float, float] | None:
+        """The part of ``sample``'s row that shows the image (context crops; None for deployed crops)."""
+        v = self.valid[self.rows[sample.path]]
+        return None if v is None else tuple(v)
 
     def __getstate__(self) -> dict[str, Any]:   # DataLoader workers reopen the memmap themselves
         d = dict(self.__dict__)
@@ -465,7 +473,7 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
     root = data.resolve_root(root or "", prof, prof.data_seed)
     workers = devices.workers(prof.num_workers) if workers is None else int(workers)
     t0 = time.perf_counter()
-    built = data.ensure_crop_cache(root, data.context_size(size), scale=data.CONTEXT_SCALE)  # training crops
+    built = data.ensure_crop_cache(root, data.context_size(size), context=True)  # what training items read
     build_s = time.perf_counter() - t0
     if built is None:
         raise RuntimeError(f"no crop cache for {root} at {size} px (turned off with {CROP_ENV}=0, or over the "

@@ -126,7 +126,7 @@ def _unmap(x: float, y: float, w: float, h: float, f: float, pad: int, shape: tu
 def to_bb_convention(raw: Sequence[float], detector: str) -> tuple[int, int, int, int]:
     """A detector's box -> the `_BB.txt` convention the models were trained with (see CALIBRATION).
 
-    The result may leave the image: `crop_face` pads with reflection exactly as training did."""
+    The result may leave the image: `crop_face` moves the crop inside it, exactly as training did."""
     x, y, w, h = (float(v) for v in raw)
     s, dx, dy = CALIBRATION[detector]
     d = max(w, h)

@@ -204,16 +204,17 @@ def _profile(**kw):
 def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_clean, train):
     idx = index.load_index(tiny_celeba_clean, "train")
     jpeg = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=train, seed=4, crop_cache=False)
-    px, scale = jpeg.crop_px, jpeg.crop_scale    # training items read the wider context crops
-    assert (px, scale) == ((data.context_size(32), data.CONTEXT_SCALE) if train else (32, data.CROP_SCALE))
+    px = jpeg.crop_px    # training items read the wider context crops
+    assert px == (data.context_size(32) if train else 32) and jpeg.box_jitter == train
     ref = [jpeg.load_crop(i) for i in range(len(idx))]
-    assert data.open_crop_cache(tiny_celeba_clean, px, scale) is None
-    c = data.ensure_crop_cache(tiny_celeba_clean, px, scale=scale)
+    assert data.open_crop_cache(tiny_celeba_clean, px, train) is None
+    c = data.ensure_crop_cache(tiny_celeba_clean, px, context=train)
     assert c is not None and c.array.shape == (32, px, px, 3) and c.array.dtype == np.uint8
     cached = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=train, seed=4)
     assert cached.crop_cache() is c
     for i in range(len(idx)):
         assert np.array_equal(cached.load_crop(i), ref[i])
+        assert cached._load(i)[1] == jpeg._load(i)[1] and (cached._load(i)[1] is not None) == train
         for epoch in (0, 3):
             a, b = cached[(i, epoch)], jpeg[(i, epoch)]
             assert a[0].shape == (3, 32, 32)
@@ -233,10 +234,9 @@ def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_cle
     side = json.loads((c.folder / f"crops-{c.key}.json").read_text())
     assert side["paths"] == sorted(side["paths"]) and side["size"] == px and side["key"] == c.key
     # the other scale's cache survives this build's sweep of stale caches
-    other = data.ensure_crop_cache(tiny_celeba_clean, 32 if train else data.context_size(32),
-                                   scale=data.CROP_SCALE if train else data.CONTEXT_SCALE)
+    other = data.ensure_crop_cache(tiny_celeba_clean, 32 if train else data.context_size(32), context=not train)
     assert other is not None and other.key != c.key and c.npy.is_file()
-    assert data.open_crop_cache(tiny_celeba_clean, px, scale) is not None
+    assert data.open_crop_cache(tiny_celeba_clean, px, train) is not None
 
 
 def test_make_loaders_builds_it_and_workers_share_it(tiny_celeba_clean, monkeypatch):

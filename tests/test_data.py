@@ -366,7 +366,8 @@ def test_crop_inside_is_a_plain_slice():
 
 @pytest.mark.parametrize("box", [(0, 0, 30, 30), (50, 30, 10, 10), (-5, 20, 40, 10), (10, 5, 80, 70),
                                  (58, 38, 4, 4)])
-def test_crop_outside_is_reflect101_of_the_full_image(box):
+def test_unfitted_crop_outside_is_reflect101_of_the_full_image(box):
+    """The context crop (fit=False) keeps its geometry and pads with reflect-101 of the whole image."""
     img = _img()
     x, y, w, h = box
     side = int(round(1.5 * max(w, h)))
@@ -374,7 +375,7 @@ def test_crop_outside_is_reflect101_of_the_full_image(box):
     pad = 200
     ref = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")   # numpy 'reflect' == REFLECT_101
     expected = ref[pad + y0:pad + y0 + side, pad + x0:pad + x0 + side]
-    out = data.crop_face(img, box, side)
+    out = data.crop_face(img, box, side, fit=False)
     assert (out == expected).all()
 
 
@@ -415,27 +416,61 @@ class _Fixed:
         return np.zeros(n) if n else (lo + hi) / 2 if lo * hi > 0 else 0.0
 
 
+def _jitter(img, box, rng, size=64):
+    ctx = data.crop_face(img, box, data.context_size(size), data.CONTEXT_SCALE, fit=False)
+    valid = data.context_valid(box, img.shape[1], img.shape[0], data.context_size(size))
+    return augment.jitter_box(ctx, valid, rng, size, data.CONTEXT_SCALE, data.CROP_SCALE)
+
+
+def _scaled(box, f):
+    x, y, w, h = box
+    return (x + w * (1 - f) / 2, y + h * (1 - f) / 2, w * f, h * f)
+
+
 def test_jitter_box_at_scale_one_is_the_deployed_crop_and_otherwise_reframes():
     img = cv2.GaussianBlur(_img(300, 260), (0, 0), 2)
     box = (90, 80, 70, 84)
-    ctx = data.crop_face(img, box, data.context_size(64), data.CONTEXT_SCALE)
+    direct = data.crop_face(img, box, 128)     # the default input: the context (269 px) enlarges this face
+    same = _jitter(img, box, _Fixed(), 128)
+    assert same.shape == (128, 128, 3)
+    # the same window, resampled along another chain: close in pixels and about as sharp
+    mse = float(((same.astype(float) - direct) ** 2).mean())
+    sharp = [cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for a in (same, direct)]
+    assert 10 * np.log10(255 ** 2 / mse) >= 30.0 and 0.85 <= sharp[0] / sharp[1] <= 1.15
     direct = data.crop_face(img, box, 64)
-    same = augment.jitter_box(ctx, _Fixed(), 64, data.CONTEXT_SCALE, data.CROP_SCALE)
-    assert same.shape == (64, 64, 3) and np.abs(same.astype(int) - direct).mean() < 2.0
-    # the widest window holds the box at 1.3x, the narrowest at 0.8x, both still 64 px
+    # the narrowest window (box scale 0.7) still holds 64 px of context
     assert data.context_size(64) * data.CROP_SCALE * augment.BOX_SCALE[0] / data.CONTEXT_SCALE >= 64
-    outs = [augment.jitter_box(ctx, data.sample_rng(0, e, 1), 64, data.CONTEXT_SCALE, data.CROP_SCALE)
-            for e in range(6)]
+    outs = [_jitter(img, box, data.sample_rng(0, e, 1)) for e in range(6)]
     assert all(o.shape == (64, 64, 3) and o.dtype == np.uint8 for o in outs)
     assert min(np.abs(o.astype(int) - direct).mean() for o in outs) > 0.5   # each epoch frames anew
     # a jittered crop is what crop_face gives for a rescaled box (up to resampling)
-    scale = 1.2
-    big = data.crop_face(img, (box[0] + box[2] * (1 - scale) / 2, box[1] + box[3] * (1 - scale) / 2,
-                               box[2] * scale, box[3] * scale), 64)
     zoom = _Fixed()
-    zoom.uniform = lambda lo, hi, n=None: np.zeros(n) if n else (np.log(scale) if lo < 0 else 0.0)
-    got = augment.jitter_box(ctx, zoom, 64, data.CONTEXT_SCALE, data.CROP_SCALE)
+    zoom.uniform = lambda lo, hi, n=None: np.zeros(n) if n else (np.log(1.2) if lo < 0 else 0.0)
+    big = data.crop_face(img, _scaled(box, 1.2), 64)
+    got = _jitter(img, box, zoom)
     assert np.abs(got.astype(int) - big).mean() < np.abs(direct.astype(int) - big).mean() / 2
+
+
+def test_a_face_filling_a_small_photo_is_cropped_from_its_pixels_never_mirrored():
+    """A box near the edge or filling the photo: the square is moved and shrunk into the image (the
+    deployed crop) and the jittered training crop is fitted into the same real pixels."""
+    img = cv2.GaussianBlur(_img(120, 110), (0, 0), 2)
+    box = (8, 6, 100, 104)                                   # 1.5 x box = 156 px > the photo
+    assert data.fit_square(-20, -22, 156, 110, 120) == (0, 0, 110)
+    crop = data.crop_face(img, box, 64)
+    assert np.array_equal(crop, data.crop_face(img[:110, :110], None, 64))   # the largest square inside
+    padded = data.crop_face(img, box, 64, fit=False)
+    assert not np.array_equal(padded, crop)                  # the old reflect-padded crop differed
+    assert data.context_valid(box, 110, 120, 100) != (0.0, 0.0, 100.0, 100.0)
+    for e in range(4):       # every jittered crop lies inside the photo: compare with a crop of the photo
+        j = _jitter(img, box, data.sample_rng(0, e, 3))
+        assert j.shape == (64, 64, 3)
+    inside = _jitter(img, box, _Fixed())
+    assert 10 * np.log10(255 ** 2 / float(((inside.astype(float) - crop) ** 2).mean())) >= 30.0
+    edge = (0, 30, 50, 50)                                   # a face at the left edge of a wide image
+    wide = cv2.GaussianBlur(_img(200, 300), (0, 0), 2)
+    assert data.fit_square(-13, 17, 75, 300, 200) == (0, 17, 75)   # moved right, not shrunk
+    assert np.array_equal(data.crop_face(wide, edge, 75), wide[17:92, 0:75])
 
 
 # ---------------------------------------------------------------- dataset and loaders
