@@ -95,7 +95,9 @@ def _add_scoring(sub: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser("evaluate", help="AUC, APCER, BPCER, ACER of a model on a folder of real photos")
     ev.add_argument("root", help="ROOT/live/** and ROOT/spoof/**, or a CelebA-Spoof tree (its test split)")
-    ev.add_argument("--model", default=None, help="ONNX model (default: the one shipped in the package)")
+    ev.add_argument("--model", action="append", default=None,
+                    help="ONNX model (default: the one shipped in the package); repeat it (e.g. one per training "
+                         "seed) for each model's figures and their mean AUC with a joint interval")
     ev.add_argument("--report", default=None, metavar="DIR", help="write scores.csv, worst_errors.png, metrics.json")
     ev.add_argument("--threshold", type=float, default=0.5)
     ev.add_argument("--detector", default="auto", choices=DETECTORS)

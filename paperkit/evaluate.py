@@ -1,4 +1,4 @@
-"""`paperkit evaluate ROOT [--model M] [--report DIR] [--threshold T] [--detector D]`.
+"""`paperkit evaluate ROOT [--model M ...] [--report DIR] [--threshold T] [--detector D]`.
 
 How a model trained on the synthetic dataset transfers to a folder of real photos. Every photo goes through
 the same path as `paperkit predict` (`predict.predict_paths`: decode with EXIF orientation, truncation
@@ -16,7 +16,10 @@ per class, listed by name, and excluded from the metrics; so are unreadable or t
 figures therefore describe the photos the detector accepted, and the counts say how many those are.
 
 Intervals: 95% bootstrap (`paperkit.stats.quality`) over subjects when the layout names them (CelebA-Spoof
-subject folders), else over images, which are then the only unit we can tell apart. Attack is the
+subject folders), else over images, which are then the only unit we can tell apart. Several ``--model``
+(e.g. one per training seed) are scored one after the other, then their mean AUC is given with one joint
+bootstrap over the photos scored by all (`paperkit.stats.mean_auc`): one seed's AUC on a few photos says
+little about the recipe. Attack is the
 positive class and the score is P(attack), called attack when score >= threshold (`paperkit.metrics`).
 """
 from __future__ import annotations
@@ -335,15 +338,67 @@ def _model_path(model: str | None) -> Path:
     return p
 
 
-def cli_evaluate(root: str, model: str | None = None, report: str | None = None, threshold: float = 0.5,
-                 detector: str = "auto") -> int:
+def across_models(per_model: Sequence[Sequence[Row]], n_boot: int = N_BOOT, seed: int = 0) -> dict[str, float]:
+    """Mean AUC of several models over the photos every one of them scored (the detector does not depend
+    on the model, so normally all), with a joint bootstrap, and the models' AUC range."""
+    from paperkit import stats
+
+    scored = set.intersection(*({r.file for r in rows if r.scored} for rows in per_model))
+    models = []
+    for rows in per_model:
+        ok = sorted((r for r in rows if r.file in scored), key=lambda r: r.file)
+        models.append(stats.Scored(np.array([r.score for r in ok]), np.array([r.label for r in ok]),
+                                   np.array([r.subject for r in ok]), np.array([r.spoof_type for r in ok])))
+    if not models or not {0, 1} <= set(models[0].labels.tolist()):
+        return {}
+    iv = stats.mean_auc(models, n_boot=n_boot, seed=seed)
+    aucs = [float(stats.metrics.roc_auc(m.scores, m.labels)) for m in models]
+    return {"models": len(models), "auc_mean": iv.value, "auc_mean_ci_low": iv.low, "auc_mean_ci_high": iv.high,
+            "auc_min": min(aucs), "auc_max": max(aucs), "n_units": iv.n, "n_scored": int(models[0].labels.size)}
+
+
+def format_across(a: dict[str, float], unit: str) -> str:
+    return (f"across {int(a['models'])} models: mean AUC {a['auc_mean']:.3f} "
+            f"[{a['auc_mean_ci_low']:.3f}, {a['auc_mean_ci_high']:.3f}] (each model {a['auc_min']:.3f}-"
+            f"{a['auc_max']:.3f}); joint bootstrap over {int(a['n_units'])} {unit} scored by every model")
+
+
+def cli_evaluate(root: str, model: str | Sequence[str] | None = None, report: str | None = None,
+                 threshold: float = 0.5, detector: str = "auto") -> int:
     """`paperkit evaluate`: 0 when the figures were computed, 1 when a class had no scored photo,
-    2 when ROOT, the model or an option is unusable."""
+    2 when ROOT, a model or an option is unusable. Several models: each is reported (``--report``: in
+    ``DIR/<n>_<model name>/``), then their mean AUC (:func:`across_models`)."""
+    models = [model] if model is None or isinstance(model, str) else list(model)
+    per_model, codes, layout = [], [], None
+    for i, m in enumerate(models):
+        sub = report if report is None or len(models) == 1 else str(Path(report) / f"{i}_{Path(m).stem}")
+        code, layout, rows = _evaluate_one(root, m, sub, threshold, detector)
+        if code == 2:
+            return 2
+        codes.append(code)
+        per_model.append(rows)
+    if len(models) == 1:
+        return codes[0]
+    a = across_models(per_model)
+    print()
+    if not a:
+        print("across models: not computable (a class has no photo scored by every model)")
+        return 1
+    print(format_across(a, layout.unit))
+    if report:
+        p = Path(report) / "across_models.json"
+        p.write_text(json.dumps({**a, "model_files": models}, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {p}")
+    return max(codes)
+
+
+def _evaluate_one(root: str, model: str | None, report: str | None, threshold: float, detector: str
+                  ) -> tuple[int, Layout | None, list[Row]]:
     from paperkit.detect import DETECTORS, available
 
-    def fail(msg: str) -> int:
+    def fail(msg: str) -> tuple[int, None, list[Row]]:
         print(f"paperkit evaluate: {msg}", file=sys.stderr)
-        return 2
+        return 2, None, []
 
     if not 0.0 <= threshold <= 1.0:
         return fail(f"--threshold must be in [0, 1], got {threshold}")
@@ -369,4 +424,4 @@ def cli_evaluate(root: str, model: str | None = None, report: str | None = None,
                 "detector": detector}
         for p in write_report(Path(report), layout, rows, _nan_to_none(m), meta):
             print(f"wrote {p}")
-    return 0 if m else 1
+    return (0 if m else 1), layout, rows

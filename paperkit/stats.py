@@ -268,6 +268,22 @@ def paired_statistic(models: Sequence[Scored], fn: Callable[[list[dict[str, np.n
     return Interval(value, lo, hi, len(keys))
 
 
+def mean_auc(models: Sequence[Scored], n_boot: int = 1000, seed: int = 0) -> Interval:
+    """Mean ROC-AUC of several models (e.g. training seeds) on the same images, with one joint bootstrap:
+    each replicate resamples the units once and averages the models' AUCs on that resample, so the
+    interval covers the test sample, and the seeds' spread enters through the mean."""
+    if not models:
+        raise ValueError("no models to average")
+    for m in models[1:]:
+        _same_images(models[0], m)
+    keys, inv = _subject_index(models[0].subjects)
+    W = _weights(len(keys), n_boot, seed)
+    boot = np.mean([_auc_replicates(m, inv, len(keys), W) for m in models], axis=0)
+    value = float(np.mean([metrics.roc_auc(m.scores, m.labels) for m in models]))
+    lo, hi = _ci(boot)
+    return Interval(value, lo, hi, len(keys))
+
+
 def ratio_interval(num: Sequence[float], den: Sequence[float], paired: bool = True, n_boot: int = 2000,
                    seed: int = 0, stat: str = "median") -> Interval:
     """stat(num) / stat(den) with a bootstrap 95% interval over measurement rounds.

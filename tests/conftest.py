@@ -192,13 +192,14 @@ def tiny_celeba_builder() -> Callable[..., Path]:
     return build
 
 
-def tiny_colour_onnx(out: Path) -> Path:
+def tiny_colour_onnx(out: Path, weights: np.ndarray | None = None) -> Path:
     """A hand-built 32x32 ONNX model: logits = mean colour @ W, so scores spread out, react to colour and
-    brightness, and load instantly (no training, no export)."""
+    brightness, and load instantly (no training, no export). ``weights`` (3x2) gives another model."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.array([[2.0, -2.0], [-1.0, 3.0], [0.5, -0.5]], np.float32), "w")
+    W = np.array([[2.0, -2.0], [-1.0, 3.0], [0.5, -0.5]], np.float32) if weights is None else weights
+    w = numpy_helper.from_array(np.asarray(W, np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
          helper.make_node("Flatten", ["pooled"], ["flat"]),

@@ -130,3 +130,25 @@ def test_celeba_tree_bootstraps_over_subjects(capsys, model_path: Path, tiny_cel
     assert "CelebA-Spoof tree (test split)" in out and "bootstrap over 2 subjects" in out
     assert "threshold 0.4" in out
 
+
+
+def test_several_models_give_each_figure_and_their_mean_auc(capsys, model_path: Path, tmp_path: Path) -> None:
+    """One block per model, then the mean AUC over the photos all of them scored, with a joint interval."""
+    root = _photos(tmp_path / "photos")
+    other = tiny_colour_onnx(tmp_path / "other.onnx", np.array([[-1.0, 1.0], [2.0, -1.0], [0.0, 1.0]]))
+    rep = tmp_path / "report"
+    code, out, err = _run(capsys, str(root), "--model", str(model_path), "--model", str(other), "--report", str(rep))
+    assert code == 0, err
+    blocks = out.split("paperkit evaluate ")[1:]
+    assert len(blocks) == 2
+    aucs = [_figure(b, "AUC")[0] for b in blocks]
+    assert aucs[0] != aucs[1]
+    m = re.search(r"across 2 models: mean AUC ([\d.]+) \[([\d.]+), ([\d.]+)\] \(each model ([\d.]+)-([\d.]+)\)", out)
+    assert m, out
+    mean, lo, hi = float(m[1]), float(m[2]), float(m[3])
+    assert mean == pytest.approx(sum(aucs) / 2, abs=1e-3) and lo <= mean <= hi
+    assert (float(m[4]), float(m[5])) == pytest.approx((min(aucs), max(aucs)), abs=1e-3)
+    assert "over 10 images scored by every model" in out
+    doc = json.loads((rep / "across_models.json").read_text())
+    assert doc["model_files"] == [str(model_path), str(other)] and doc["models"] == 2 and doc["n_scored"] == 10
+    assert (rep / "0_tiny" / "metrics.json").is_file() and (rep / "1_other" / "scores.csv").is_file()

@@ -152,6 +152,23 @@ def test_bootstrap_auc_matches_sklearn_on_the_identity_replicate():
     assert got[1] == pytest.approx(roc_auc_score(y, sc, sample_weight=w_img))
 
 
+def test_mean_auc_of_seeds_uses_one_joint_resample():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 200)
+    subj = rng.integers(0, 20, 200).astype(str)
+    a = _scored(y * 0.3 + rng.random(200), y, subj, y)
+    b = _scored(y * 0.1 + rng.random(200), y, subj, y)
+    q = stats.quality(a, n_boot=500, seed=0)
+    same = stats.mean_auc([a, a], n_boot=500, seed=0)     # one model twice: its own AUC and interval
+    assert (same.value, same.low, same.high) == pytest.approx((q["auc"], q["auc_ci_low"], q["auc_ci_high"]))
+    both = stats.mean_auc([a, b], n_boot=500, seed=0)
+    qb = stats.quality(b, n_boot=500, seed=0)
+    assert both.value == pytest.approx((q["auc"] + qb["auc"]) / 2) and both.n == 20
+    assert q["auc_ci_low"] > both.low > qb["auc_ci_low"] and both.low < both.value < both.high
+    with pytest.raises(ValueError):
+        stats.mean_auc([a, _scored(b.scores[:10], y[:10], subj[:10], y[:10])])
+
+
 def test_tpr_at_fpr_needs_enough_bona_fide():
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(2000, int), np.ones(500, int)]
