@@ -164,7 +164,8 @@ LIMITS = [
     "## Known limits",
     "",
     "- Trained on synthetic data only: the synthetic test numbers say how well it separates the simulated "
-    "attacks, not how it does on real cameras and real attacks, where it is much weaker (see the real-photo row).",
+    "attacks, not how it does on real cameras and real attacks, where it is much weaker (the real-photo row when "
+    "the card was written with `real_dir`; `paperkit evaluate` on your own photos; the README's internal check).",
     "- One face crop, one frame: no depth, motion or challenge-response; 3D masks were not simulated as such.",
     "- The face detector is frontal-leaning (HOG) with a CNN fallback; faces smaller than ~50 px after "
     "the detector's downscaling, or strongly rotated, are reported as `no_face`, never scored.",
