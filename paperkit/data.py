@@ -563,7 +563,7 @@ def make_loaders(root: str | os.PathLike | None, profile: Any, seed: int, protoc
         raise DatasetError(f"no usable training images under {root} (protocol {protocol}, domain {domain})")
     train, val = split_by_subject(pool, prof.val_fraction, seed)
     size, bs, nw = prof.input_size, prof.batch_size, devices.workers(prof.num_workers)
-    ds_train = FaceDataset(root, train, size, train=True, seed=seed)
+    ds_train = FaceDataset(root, train, size, train=True, seed=seed, box_jitter=prof.box_jitter)
     ds_train.problems = dict(pool.problems)
     ds_val = FaceDataset(root, val, size, train=False, seed=seed)
     ds_test = FaceDataset(root, test, size, train=False, seed=seed)

@@ -504,6 +504,21 @@ def test_epoch_sampler():
     assert list(s) == e0
 
 
+def test_box_jitter_is_a_profile_switch(tiny_celeba_clean):
+    """Default: training items read the context crops and jitter the box; box_jitter=False is seed 000's
+    literal recipe (augmentation of the deployed crop); evaluation items never jitter."""
+    on = data.make_loaders(tiny_celeba_clean, _profile(), seed=0)
+    off = data.make_loaders(tiny_celeba_clean, _profile(box_jitter=False), seed=0)
+    assert on["train"].dataset.box_jitter and on["train"].dataset.crop_px == data.context_size(32)
+    assert not off["train"].dataset.box_jitter and off["train"].dataset.crop_px == 32
+    assert not on["test"].dataset.box_jitter and on["test"].dataset.crop_px == 32
+    i = 0
+    x_off = off["train"].dataset[(i, 0)][0]
+    want = data.preprocess(augment.augment(off["train"].dataset.load_crop(i), data.sample_rng(0, 0, i)), 32)
+    assert torch.equal(x_off, want)
+    assert not torch.equal(on["train"].dataset[(i, 0)][0], x_off)
+
+
 def test_make_loaders_split_by_subject_and_deterministic(tiny_celeba_clean):
     prof = _profile()
     a = data.make_loaders(tiny_celeba_clean, prof, seed=0)
