@@ -1,6 +1,5 @@
-"""Training-time augmentation of a face crop (seed 000: colour jitter, ISO noise, horizontal flip), plus
-a box-scale and shift jitter of our own (:func:`jitter_box`) so the deployed models do not depend on one
-exact framing of the face.
+"""Training-time augmentation of a face crop (seed 000: colour jitter, ISO noise, horizontal flip). The
+box-scale and shift jitter that chooses the crop comes before, in :func:`paperkit.crop.jitter_box`.
 
 Every random draw comes from the generator passed in (:func:`paperkit.data.sample_rng`), so an augmented
 sample is reproducible from (seed, epoch, index) whatever the DataLoader worker layout.
@@ -18,10 +17,6 @@ ISO_NOISE_P = 0.5
 ISO_INTENSITY = (0.1, 0.5)     # scales luminance (shot + read) noise
 ISO_COLOR_SHIFT = (0.01, 0.05)  # scales chroma noise, as a fraction of full scale
 FLIP_P = 0.5
-# Box jitter (issue 11, item 6): the robustness card moves the box 0.8-1.3x and +-10%, and a detector's box
-# on a real photo differs from the label's by about as much; train on that range instead of one framing.
-BOX_SCALE = (0.7, 1.3)   # factor on the box side, drawn log-uniform (0.7: a face filling a small photo)
-BOX_SHIFT = 0.08         # centre shift per axis, as a fraction of the box side, drawn uniform
 
 
 def _adjust_hue(img: np.ndarray, shift: float) -> np.ndarray:
@@ -82,29 +77,6 @@ def iso_noise(img: np.ndarray, rng: np.random.Generator, intensity: float, color
     x += lum[..., None]
     x += img
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def jitter_box(context: np.ndarray, valid: tuple[float, float, float, float] | None, rng: np.random.Generator,
-               size: int, context_scale: float, crop_scale: float) -> np.ndarray:
-    """The ``size`` crop a box of another scale and centre would have given, cut from ``context``: the
-    square of side ``context_scale`` x the labelled box (:data:`paperkit.data.CONTEXT_SCALE`) where the
-    deployed crop is ``crop_scale`` x the box, large enough that the widest jittered window fits and the
-    narrowest still holds ``size`` pixels (:func:`paperkit.data.context_size`). The window is moved (and
-    where needed shrunk) into ``valid``, the part of the context that shows the image, as
-    :func:`paperkit.data.fit_square` does for the deployed crop. Scale 1, shift 0 is the deployed crop."""
-    n = context.shape[0]
-    vx0, vy0, vx1, vy1 = valid if valid is not None else (0.0, 0.0, float(n), float(n))
-    scale = float(np.exp(rng.uniform(np.log(BOX_SCALE[0]), np.log(BOX_SCALE[1]))))
-    dx, dy = (float(v) for v in rng.uniform(-BOX_SHIFT, BOX_SHIFT, 2))
-    box = n / context_scale                          # the box side, in context pixels
-    side = min(box * crop_scale * scale, vx1 - vx0, vy1 - vy0, float(n))
-    x0 = min(max(n / 2 + dx * box - side / 2, vx0), vx1 - side)
-    y0 = min(max(n / 2 + dy * box - side / 2, vy0), vy1 - side)
-    xa, ya = int(round(x0)), int(round(y0))
-    w = max(1, min(int(round(side)), n - xa, n - ya))
-    win = context[ya:ya + w, xa:xa + w]
-    interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
-    return win if w == size else cv2.resize(win, (size, size), interpolation=interp)
 
 
 def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:

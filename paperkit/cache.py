@@ -467,13 +467,13 @@ def bench_train(root: str | os.PathLike | None = None, size: int = 128, batch_si
 
     import torch
 
-    from paperkit import data, index, profiles
+    from paperkit import crop, data, index, profiles
     from paperkit.models.pta import mobilenet_v2_baseline
     prof = profiles.get_profile("default")
     root = data.resolve_root(root or "", prof, prof.data_seed)
     workers = devices.workers(prof.num_workers) if workers is None else int(workers)
     t0 = time.perf_counter()
-    built = data.ensure_crop_cache(root, data.context_size(size), context=True)  # what training items read
+    built = data.ensure_crop_cache(root, crop.context_size(size), context=True)  # what training items read
     build_s = time.perf_counter() - t0
     if built is None:
         raise RuntimeError(f"no crop cache for {root} at {size} px (turned off with {CROP_ENV}=0, or over the "

@@ -1,4 +1,5 @@
-"""Face crops and the training input pipeline: decode, crop, preprocess, FaceDataset, samplers, loaders.
+"""The training input pipeline: decode, crop (:mod:`paperkit.crop`), preprocess, FaceDataset, the crop
+cache's builder and reader, samplers, loaders.
 
 Notebooks and training take their loaders from :func:`make_loaders`; what the dataset holds (layout, labels,
 problem policy) is :mod:`paperkit.celeba`, which entries are usable is :mod:`paperkit.index`, and the
@@ -14,14 +15,14 @@ Crop cache (:mod:`paperkit.cache`): :func:`make_loaders` also builds the crop ca
 input size, one memory-mapped uint8 array) when it fits ``PAPERKIT_CROP_CACHE_GB``; augmentation runs on
 the cached crop, so items are identical to the JPEG path. ``PAPERKIT_CROP_CACHE=0`` turns it off.
 
-Long because decoding, crops, the dataset with its crop-cache reader and the loaders are one input pipeline
-whose parts every study uses together; the sections are marked below.
+Long because decoding, the dataset with its crop-cache reader and the loaders are one input pipeline
+whose parts every study uses together; the sections are marked below. The crop geometry is in
+:mod:`paperkit.crop`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -38,9 +39,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from paperkit import device as devices
 from paperkit import index
-from paperkit.augment import augment, jitter_box
+from paperkit.augment import augment
 from paperkit.celeba import (BB_FRAME, PROBLEM_KEYS, SPLITS, DatasetError, bb_path, box_to_pixels, check_root,
                              read_box, read_labels)
+from paperkit.crop import (CONTEXT_SCALE, CROP_SCALE, Valid, context_size, context_valid, crop_face, jitter_box,
+                           resize)
 from paperkit.index import (MAX_PIXELS, Sample, load_index, pool_map, probe_image, seed_u32, split_by_subject,
                             worker_init)
 
@@ -52,11 +55,6 @@ log = logging.getLogger("paperkit.data")   # the dataset reader's one logger (sh
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
-CROP_SCALE = 1.5               # square side = 1.5 * max(w, h) around the box centre
-# Training crops come from a wider square (the context) so that :func:`paperkit.augment.jitter_box` can
-# draw another box scale and shift from it without padding: the deployed detector's box differs from
-# the label's, and a model trained on one exact framing flips when the box moves (issue 11, item 6).
-CONTEXT_SCALE = 2.2
 
 
 class ImageError(DatasetError):
@@ -106,94 +104,13 @@ def _check_header(path: Path) -> None:
         raise ImageError(f"image {path} declares {w}x{h} pixels > {MAX_PIXELS}; refused (decompression-bomb guard)")
 
 
-def _resize(img: np.ndarray, size: int, enlarge: int = cv2.INTER_LINEAR) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    interp = cv2.INTER_AREA if img.shape[0] > size else enlarge
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
-def _window(lo: int, side: int, n: int) -> tuple[int, int, int, int, int]:
-    """Source range [a, b) and pads so that pad_lo + (b - a) + pad_hi covers [lo, lo + side) with exact
-    reflect-101 of the full image (the source is widened so reflected pixels come from the image, not
-    from the crop's own edge)."""
-    hi = lo + side
-    pad_lo, pad_hi = max(0, -lo), max(0, hi - n)
-    a = max(0, min(lo, n - 1 - pad_hi))
-    b = min(n, max(hi, pad_lo + 1))
-    return a, b, pad_lo, pad_hi, lo - (a - pad_lo)
-
-
-def context_size(size: int) -> int:
-    """Pixel side of the context crop of a ``size`` input: the smallest jittered window (box scale
-    :data:`paperkit.augment.BOX_SCALE` low end) still has ``size`` pixels, so jittering never enlarges."""
-    from paperkit.augment import BOX_SCALE
-    return int(math.ceil(size * CONTEXT_SCALE / (CROP_SCALE * BOX_SCALE[0])))
-
-
-def fit_square(x0: int, y0: int, side: int, width: int, height: int) -> tuple[int, int, int]:
-    """Move a square crop inside a ``width`` x ``height`` image, shrinking it only where it is larger
-    than the image: a face near the edge, or filling a small photo, is cropped from real pixels rather
-    than padded (mirrored copies of the face are a cue no camera produces)."""
-    side = max(1, min(side, width, height))
-    return min(max(x0, 0), width - side), min(max(y0, 0), height - side), side
-
-
-def crop_face(image_rgb: np.ndarray, box_xywh_pixels: Sequence[float] | None, size: int,
-              scale: float = CROP_SCALE, fit: bool = True) -> np.ndarray:
-    """Square face crop: side ``scale`` (1.5) x max(w, h) around the box centre, moved (and where the
-    image is smaller, shrunk) to lie inside the image (:func:`fit_square`), resized to ``size``
-    (INTER_AREA when shrinking, bilinear when enlarging). ``fit=False`` keeps the square's geometry
-    exact and reflect-101 pads where it leaves the image (the training context crop, whose valid part
-    :func:`context_valid` gives); it enlarges with Lanczos, because a window of it is resized again:
-    on 40 default images the jittered crop at scale 1 kept 0.95x the deployed crop's Laplacian variance
-    (0.74x with bilinear). ``box=None`` (or a degenerate box) -> the largest centred square (the
-    problem-box fallback)."""
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-        raise ValueError(f"crop_face expects an RGB uint8 [H,W,3] array, got {image_rgb.dtype} {image_rgb.shape}")
-    H, W = image_rgb.shape[:2]
-    if box_xywh_pixels is None or min(box_xywh_pixels[2], box_xywh_pixels[3]) <= 0:
-        side = min(H, W)
-        y0, x0 = (H - side) // 2, (W - side) // 2
-        return _resize(image_rgb[y0:y0 + side, x0:x0 + side], size)
-    x0, y0, side = _square(box_xywh_pixels, scale)
-    if fit:
-        x0, y0, side = fit_square(x0, y0, side, W, H)
-    enlarge = cv2.INTER_LINEAR if fit else cv2.INTER_LANCZOS4
-    if x0 >= 0 and y0 >= 0 and x0 + side <= W and y0 + side <= H:
-        return _resize(image_rgb[y0:y0 + side, x0:x0 + side], size, enlarge)
-    ax, bx, pl, pr, ox = _window(x0, side, W)
-    ay, by, pt, pb, oy = _window(y0, side, H)
-    padded = cv2.copyMakeBorder(image_rgb[ay:by, ax:bx], pt, pb, pl, pr, cv2.BORDER_REFLECT_101)
-    return _resize(padded[oy:oy + side, ox:ox + side], size, enlarge)
-
-
-def _square(box: Sequence[float], scale: float) -> tuple[int, int, int]:
-    x, y, w, h = (float(v) for v in box)
-    side = max(1, int(round(scale * max(w, h))))
-    return int(math.floor(x + w / 2 - side / 2)), int(math.floor(y + h / 2 - side / 2)), side
-
-
-def context_valid(box: Sequence[float] | None, width: int, height: int, px: int,
-                  scale: float = None) -> tuple[float, float, float, float]:
-    """The part of a ``px``-pixel context crop (``crop_face(..., scale, fit=False)``) that shows the
-    image rather than padding, as (x0, y0, x1, y1) in context pixels: where a jittered training crop
-    is fitted, as :func:`fit_square` fits the deployed one."""
-    scale = CONTEXT_SCALE if scale is None else scale
-    if box is None or min(box[2], box[3]) <= 0:
-        return 0.0, 0.0, float(px), float(px)
-    x0, y0, side = _square(box, scale)
-    f = px / side
-    return (max(0.0, -x0 * f), max(0.0, -y0 * f), min(float(px), (width - x0) * f), min(float(px), (height - y0) * f))
-
-
 def preprocess(rgb_uint8_face_crop: np.ndarray, size: int) -> torch.Tensor:
     """RGB uint8 crop -> FloatTensor[3, size, size] normalised with MEAN/STD (shared with predict/export,
     so training and deployment see identical inputs)."""
     img = rgb_uint8_face_crop
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"preprocess expects an RGB uint8 [H,W,3] array, got {img.dtype} {img.shape}")
-    img = _resize(img, size)
+    img = resize(img, size)
     scale = np.array([1.0 / (255.0 * s) for s in STD], np.float32)
     shift = np.array([m / s for m, s in zip(MEAN, STD)], np.float32)
     chw = np.ascontiguousarray((img.astype(np.float32) * scale - shift).transpose(2, 0, 1))
@@ -263,9 +180,6 @@ def _box_of(root: Path, s: Sample, width: int, height: int) -> tuple[float, floa
     return None if tiny else box
 
 
-Valid = tuple[float, float, float, float]
-
-
 def _crop_jpeg(root: Path, s: Sample, size: int, context: bool = False) -> tuple[np.ndarray, Valid | None]:
     """Decode + crop + resize of one sample from its image file (the reference every cache reproduces):
     the deployed crop, or (``context``) the training context crop and its valid part."""
@@ -286,7 +200,7 @@ class FaceDataset(Dataset):
     which :func:`make_loaders` calls; ``crop_cache=False`` or ``PAPERKIT_CROP_CACHE=0`` turn it off), else
     from the image files; augmentation runs on the crop either way, so items are identical. Training
     items (``box_jitter``, default ``train``) start from the wider context crop (:data:`CONTEXT_SCALE`)
-    and draw their own box scale and shift (:func:`paperkit.augment.jitter_box`). An image
+    and draw their own box scale and shift (:func:`paperkit.crop.jitter_box`). An image
     that changed on disk after it was indexed (size or mtime) is probed again; one that no longer decodes,
     or vanished, is replaced by the next sample, warned about once and counted in ``runtime_failures``
     (shared across DataLoader workers; :meth:`failure_report` says it in words)."""
@@ -380,7 +294,7 @@ class FaceDataset(Dataset):
         if self.train or self.box_jitter:
             rng = sample_rng(self.seed, epoch, i)
             if self.box_jitter:
-                crop = jitter_box(crop, valid, rng, self.size, CONTEXT_SCALE, CROP_SCALE)
+                crop = jitter_box(crop, valid, rng, self.size)
             if self.train:
                 crop = augment(crop, rng)
         s = self.samples[i]
@@ -401,7 +315,8 @@ _OPEN_CROPS: dict[tuple[str, int, str], Any] = {}
 def crop_key(root: str | os.PathLike, size: int, context: bool = False) -> str:
     from paperkit import cache
     table = cache.ProbeTable(root, index.READER_VERSION)
-    crop = {"context": CONTEXT_SCALE, "fit": False} if context else {"scale": CROP_SCALE, "fit": True}
+    crop = ({"context": CONTEXT_SCALE, "fit": False, "splits": ["train"]} if context
+            else {"scale": CROP_SCALE, "fit": True})
     return cache._sha({"index": table.key, "size": int(size), **crop, "frame": BB_FRAME,
                        "reader": index.READER_VERSION}, 16)
 
@@ -463,8 +378,9 @@ def _other_kind(path: Path, context: bool) -> bool:
 
 def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra_test",
                       limit_bytes: int | None = None, context: bool = False) -> Any:
-    """Open, or build once, the crop cache of every indexed image of ``root`` (both splits) at ``size``
-    pixels: the deployed crops, or (``context``) the training context crops and their valid parts.
+    """Open, or build once, the crop cache of every indexed image of ``root`` at ``size`` pixels: the
+    deployed crops of both splits, or (``context``) the context crops of the train split, which only
+    training items read, with their valid parts.
 
     Returns None (the JPEG path is used) when turned off (``PAPERKIT_CROP_CACHE=0``) or when the array
     would exceed ``limit_bytes`` (default ``PAPERKIT_CROP_CACHE_GB``, 8 GB: 600k CelebA-Spoof crops at
@@ -478,7 +394,8 @@ def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra
         return c
     limit = cache.crop_limit_bytes() if limit_bytes is None else int(limit_bytes)
     row_bytes = int(size) * int(size) * 3
-    entries = sum(len(read_labels(root, sp, protocol)) for sp in SPLITS)
+    splits = ("train",) if context else SPLITS
+    entries = sum(len(read_labels(root, sp, protocol)) for sp in splits)
     if entries * row_bytes > limit:
         log.info("crop cache of %s at %d px would take %.1f GB > %.1f GB (%s); reading the image files",
                  root, size, entries * row_bytes / 1024 ** 3, limit / 1024 ** 3, cache.CROP_LIMIT_ENV)
@@ -489,7 +406,7 @@ def ensure_crop_cache(root: str | os.PathLike, size: int, protocol: str = "intra
         c = cache.CropCache.open(root, key)
         if c is not None:
             return c
-        samples = sorted({s.path: s for sp in SPLITS for s in load_index(root, sp, protocol)}.items())
+        samples = sorted({s.path: s for sp in splits for s in load_index(root, sp, protocol)}.items())
         samples = [s for _, s in samples]
         n = len(samples)
         t0 = time.perf_counter()

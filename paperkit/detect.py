@@ -14,7 +14,7 @@ Detectors, all with weights that install from registry packages (nothing is down
 Every image is padded before detection so a photo that is all face (a tight crop) still shows a whole
 face with some context around it. Each detector draws its box differently, and the models were trained
 on crops of the CelebA-Spoof ``_BB.txt`` convention (square of 1.5 x max(w, h) around the box centre,
-``paperkit.data.crop_face``); :data:`CALIBRATION` maps each detector's box onto that convention. It was
+``paperkit.crop.crop_face``); :data:`CALIBRATION` maps each detector's box onto that convention. It was
 fitted with :func:`calibrate` on the embedded dataset's train images and checked on its test images
 with :func:`check_boxes` (``paperkit bench detect --root R --check-boxes``).
 """
@@ -68,7 +68,7 @@ class DetectorUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Face:
-    """One face: ``box`` in the training convention (give it to `paperkit.data.crop_face`), the
+    """One face: ``box`` in the training convention (give it to `paperkit.crop.crop_face`), the
     detector's own ``raw_box``, which detector found it and its confidence (that detector's score)."""
 
     box: tuple[int, int, int, int]

@@ -19,8 +19,8 @@ Intervals: 95% bootstrap (`paperkit.stats.quality`) over subjects when the layou
 subject folders), else over images, which are then the only unit we can tell apart. Several ``--model``
 (e.g. one per training seed) are scored one after the other, then their mean AUC is given with one joint
 bootstrap over the photos scored by all (`paperkit.stats.mean_auc`): one seed's AUC on a few photos says
-little about the recipe. Attack is the
-positive class and the score is P(attack), called attack when score >= threshold (`paperkit.metrics`).
+little about the recipe. Attack is the positive class and the score is P(attack), called attack when
+score >= threshold (`paperkit.metrics`).
 """
 from __future__ import annotations
 
@@ -261,7 +261,8 @@ def _thumb(root: Path, r: Row, threshold: float) -> np.ndarray:
     """The face crop the model saw, with its class, score and file name written under it (BGR)."""
     import cv2
 
-    from paperkit.data import crop_face, decode_image
+    from paperkit.crop import crop_face
+    from paperkit.data import decode_image
 
     face = cv2.cvtColor(crop_face(decode_image(root / r.file), r.box, THUMB), cv2.COLOR_RGB2BGR)
     wrong = (float(r.score or 0) >= threshold) != bool(r.label)

@@ -110,7 +110,7 @@ def _input_and_threshold(input_size: int, threshold: float, rows: list[dict[str,
         f"- Input: RGB, {input_size}x{input_size}, (x/255 - 0.5)/0.5 per channel, NCHW float32, any batch size.",
         "- Crop: a square of 1.5 x max(w, h) around the centre of the face box in the CelebA-Spoof `_BB.txt` "
         "convention, moved inside the image where it would leave it (shrunk only when the photo is smaller; "
-        "never padded: `paperkit.data.crop_face`), then resized.",
+        "never padded: `paperkit.crop.crop_face`), then resized.",
         "- Faces in user photos: `paperkit.detect` (dlib HOG, then dlib's CNN when HOG is not sure, on a padded "
         "copy); each detector's box is mapped onto the `_BB.txt` convention by a scale and offset fitted on the "
         "synthetic train images (`paperkit.detect.CALIBRATION`: "

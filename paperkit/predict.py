@@ -3,7 +3,7 @@
 Scores every face in images or video files (folders are searched at any depth) with an ONNX model. Faces
 come from `paperkit.detect` (dlib HOG, then dlib's CNN when HOG is not sure; weights from registry
 packages, nothing downloaded); each box is in the `_BB.txt` convention the models were trained with, and
-each face is cropped exactly as the dataset reader crops (`paperkit.data.crop_face` + `preprocess`), so
+each face is cropped exactly as the dataset reader crops (`paperkit.crop.crop_face` + `preprocess`), so
 deployment sees what training saw. A video gets per-frame scores (largest face of each frame), the
 video-level score (mean of frame scores, as seed 001 aggregates) and the frame rate achieved end to end.
 
@@ -157,7 +157,8 @@ class Scorer:
 
     def score_faces(self, rgb: np.ndarray, boxes: Sequence[Sequence[int] | None]) -> list[float]:
         """P(spoof) per box (None = the centre-crop fallback of a missing box, as the reader does)."""
-        from paperkit.data import crop_face, preprocess
+        from paperkit.crop import crop_face
+        from paperkit.data import preprocess
         from paperkit.deploy import run_logits, softmax_spoof
 
         if not boxes:

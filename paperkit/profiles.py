@@ -39,7 +39,7 @@ class Profile:
     max_train_images: int | None = None  # cap for quick runs on big real data
     max_test_images: int | None = None
     box_jitter: bool = True              # training crops draw a box scale 0.7-1.3x and shift +-8%
-                                         # (paperkit.augment.jitter_box; not in seed 000's recipe: False
+                                         # (paperkit.crop.jitter_box; not in seed 000's recipe: False
                                          # gives its literal colour jitter / ISO noise / flip)
     # --- shared training loop (paperkit.train) ----------------------------------------
     channels_last: bool = True

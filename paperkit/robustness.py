@@ -3,7 +3,7 @@ moves, on the test split it was trained for.
 
 Users of seed 002's model report that moving its box from 121 to 145 px flips its output; a detector on
 another machine, another camera's JPEG or a darker room does the same to ours. Each perturbation is applied
-to the decoded test image (and its box) before the crop the model always sees (`paperkit.data.crop_face`,
+to the decoded test image (and its box) before the crop the model always sees (`paperkit.crop.crop_face`,
 `preprocess`), so the card measures the deployed path, not the training one:
 
     box_scale     the face box scaled about its centre (0.8-1.3x; a detector that boxes tighter or looser)
@@ -133,7 +133,8 @@ def _test_images(dataset: Any, limit: int, seed: int) -> list[tuple[np.ndarray, 
 
 def _scores(session: Any, size: int, images: Sequence[tuple[np.ndarray, Box | None, Any]], p: Perturbation,
             level: float) -> np.ndarray:
-    from paperkit.data import CROP_SCALE, crop_face, preprocess
+    from paperkit.crop import CROP_SCALE, crop_face
+    from paperkit.data import preprocess
     from paperkit.deploy import run_logits, softmax_spoof
 
     step = 1 if isinstance(session.get_inputs()[0].shape[0], int) else 64   # a fixed-batch export: one by one

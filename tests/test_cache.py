@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from paperkit import cache, celeba, data, index
+from paperkit import cache, celeba, crop, data, index
 from paperkit.profiles import get_profile
 
 
@@ -205,11 +205,14 @@ def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_cle
     idx = index.load_index(tiny_celeba_clean, "train")
     jpeg = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=train, seed=4, crop_cache=False)
     px = jpeg.crop_px    # training items read the wider context crops
-    assert px == (data.context_size(32) if train else 32) and jpeg.box_jitter == train
+    assert px == (crop.context_size(32) if train else 32) and jpeg.box_jitter == train
     ref = [jpeg.load_crop(i) for i in range(len(idx))]
     assert data.open_crop_cache(tiny_celeba_clean, px, train) is None
     c = data.ensure_crop_cache(tiny_celeba_clean, px, context=train)
-    assert c is not None and c.array.shape == (32, px, px, 3) and c.array.dtype == np.uint8
+    # deployed crops of both splits (32 images); context crops of the train split only, which only training reads
+    assert c is not None and c.array.shape == (len(idx) if train else 32, px, px, 3) and c.array.dtype == np.uint8
+    test0 = index.load_index(tiny_celeba_clean, "test")[0]
+    assert (c.row(test0, data._stamp(tiny_celeba_clean / test0.path)) is None) == train
     cached = data.FaceDataset(tiny_celeba_clean, idx, size=32, train=train, seed=4)
     assert cached.crop_cache() is c
     for i in range(len(idx)):
@@ -234,7 +237,7 @@ def test_crop_cache_rows_equal_load_crop_and_items_are_identical(tiny_celeba_cle
     side = json.loads((c.folder / f"crops-{c.key}.json").read_text())
     assert side["paths"] == sorted(side["paths"]) and side["size"] == px and side["key"] == c.key
     # the other scale's cache survives this build's sweep of stale caches
-    other = data.ensure_crop_cache(tiny_celeba_clean, 32 if train else data.context_size(32), context=not train)
+    other = data.ensure_crop_cache(tiny_celeba_clean, 32 if train else crop.context_size(32), context=not train)
     assert other is not None and other.key != c.key and c.npy.is_file()
     assert data.open_crop_cache(tiny_celeba_clean, px, train) is not None
 
@@ -298,4 +301,4 @@ def test_bench_index_and_bench_train_run(tiny_celeba_clean, capsys, own_cache):
     assert not (own_cache / "index").exists()          # the bench used a temporary cache of its own
     r = cache.bench_train(tiny_celeba_clean, size=32, batch_size=4, steps=2, rounds=1, workers=0)
     assert set(r["train_img_per_s"]) == {"jpeg", "cache"} and r["train_ratio_cache_over_jpeg"] > 0
-    assert r["crops"] == 32
+    assert r["crops"] == len(index.load_index(tiny_celeba_clean, "train")) == 24   # the context crops training reads

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import GOOD_BB
-from paperkit import augment, celeba, cues, data, index
+from paperkit import augment, celeba, crop, cues, data, index
 from paperkit.profiles import get_profile
 
 
@@ -359,7 +359,7 @@ def _img(h=40, w=60, seed=0):
 
 def test_crop_inside_is_a_plain_slice():
     img = _img()
-    out = data.crop_face(img, (20, 10, 10, 8), 15)  # side 15 around centre (25, 14): floor(25-7.5)=17
+    out = crop.crop_face(img, (20, 10, 10, 8), 15)  # side 15 around centre (25, 14): floor(25-7.5)=17
     assert out.shape == (15, 15, 3) and out.dtype == np.uint8
     assert (out == img[6:21, 17:32]).all()
 
@@ -375,35 +375,35 @@ def test_unfitted_crop_outside_is_reflect101_of_the_full_image(box):
     pad = 200
     ref = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")   # numpy 'reflect' == REFLECT_101
     expected = ref[pad + y0:pad + y0 + side, pad + x0:pad + x0 + side]
-    out = data.crop_face(img, box, side, fit=False)
+    out = crop.crop_face(img, box, side, fit=False)
     assert (out == expected).all()
 
 
 def test_crop_fallback_is_centre_square_and_resizes():
     img = _img(40, 60)
-    assert (data.crop_face(img, None, 40) == img[:, 10:50]).all()
-    assert (data.crop_face(img, (5, 5, 0, 7), 40) == img[:, 10:50]).all()
-    assert data.crop_face(img, None, 128).shape == (128, 128, 3)
+    assert (crop.crop_face(img, None, 40) == img[:, 10:50]).all()
+    assert (crop.crop_face(img, (5, 5, 0, 7), 40) == img[:, 10:50]).all()
+    assert crop.crop_face(img, None, 128).shape == (128, 128, 3)
     with pytest.raises(ValueError, match="RGB uint8"):
-        data.crop_face(img[..., 0], None, 16)
+        crop.crop_face(img[..., 0], None, 16)
 
 
 def test_preprocess_range_and_shape():
-    crop = np.zeros((20, 20, 3), np.uint8)
-    crop[..., 1] = 255
-    t = data.preprocess(crop, 16)
+    face = np.zeros((20, 20, 3), np.uint8)
+    face[..., 1] = 255
+    t = data.preprocess(face, 16)
     assert t.shape == (3, 16, 16) and t.dtype == torch.float32
     assert torch.allclose(t[0], torch.full((16, 16), -1.0)) and torch.allclose(t[1], torch.ones(16, 16))
     with pytest.raises(ValueError):
-        data.preprocess(crop.astype(np.float32), 16)
+        data.preprocess(face.astype(np.float32), 16)
 
 
 def test_augment_is_reproducible_and_keeps_uint8():
-    crop = _img(32, 32)
-    a = augment.augment(crop, data.sample_rng(0, 1, 5))
-    b = augment.augment(crop, data.sample_rng(0, 1, 5))
-    c = augment.augment(crop, data.sample_rng(0, 2, 5))
-    assert a.dtype == np.uint8 and a.shape == crop.shape
+    face = _img(32, 32)
+    a = augment.augment(face, data.sample_rng(0, 1, 5))
+    b = augment.augment(face, data.sample_rng(0, 1, 5))
+    c = augment.augment(face, data.sample_rng(0, 2, 5))
+    assert a.dtype == np.uint8 and a.shape == face.shape
     assert (a == b).all() and not (a == c).all()
     noisy = augment.iso_noise(np.full((32, 32, 3), 128, np.uint8), data.sample_rng(0, 0, 0), 0.5, 0.05)
     assert 1.0 < noisy.astype(float).std() < 20.0
@@ -417,9 +417,9 @@ class _Fixed:
 
 
 def _jitter(img, box, rng, size=64):
-    ctx = data.crop_face(img, box, data.context_size(size), data.CONTEXT_SCALE, fit=False)
-    valid = data.context_valid(box, img.shape[1], img.shape[0], data.context_size(size))
-    return augment.jitter_box(ctx, valid, rng, size, data.CONTEXT_SCALE, data.CROP_SCALE)
+    ctx = crop.crop_face(img, box, crop.context_size(size), crop.CONTEXT_SCALE, fit=False)
+    valid = crop.context_valid(box, img.shape[1], img.shape[0], crop.context_size(size))
+    return crop.jitter_box(ctx, valid, rng, size)
 
 
 def _scaled(box, f):
@@ -430,23 +430,23 @@ def _scaled(box, f):
 def test_jitter_box_at_scale_one_is_the_deployed_crop_and_otherwise_reframes():
     img = cv2.GaussianBlur(_img(300, 260), (0, 0), 2)
     box = (90, 80, 70, 84)
-    direct = data.crop_face(img, box, 128)     # the default input: the context (269 px) enlarges this face
+    direct = crop.crop_face(img, box, 128)     # the default input: the context (269 px) enlarges this face
     same = _jitter(img, box, _Fixed(), 128)
     assert same.shape == (128, 128, 3)
     # the same window, resampled along another chain: close in pixels and about as sharp
     mse = float(((same.astype(float) - direct) ** 2).mean())
     sharp = [cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for a in (same, direct)]
     assert 10 * np.log10(255 ** 2 / mse) >= 30.0 and 0.85 <= sharp[0] / sharp[1] <= 1.15
-    direct = data.crop_face(img, box, 64)
+    direct = crop.crop_face(img, box, 64)
     # the narrowest window (box scale 0.7) still holds 64 px of context
-    assert data.context_size(64) * data.CROP_SCALE * augment.BOX_SCALE[0] / data.CONTEXT_SCALE >= 64
+    assert crop.context_size(64) * crop.CROP_SCALE * crop.BOX_SCALE[0] / crop.CONTEXT_SCALE >= 64
     outs = [_jitter(img, box, data.sample_rng(0, e, 1)) for e in range(6)]
     assert all(o.shape == (64, 64, 3) and o.dtype == np.uint8 for o in outs)
     assert min(np.abs(o.astype(int) - direct).mean() for o in outs) > 0.5   # each epoch frames anew
     # a jittered crop is what crop_face gives for a rescaled box (up to resampling)
     zoom = _Fixed()
     zoom.uniform = lambda lo, hi, n=None: np.zeros(n) if n else (np.log(1.2) if lo < 0 else 0.0)
-    big = data.crop_face(img, _scaled(box, 1.2), 64)
+    big = crop.crop_face(img, _scaled(box, 1.2), 64)
     got = _jitter(img, box, zoom)
     assert np.abs(got.astype(int) - big).mean() < np.abs(direct.astype(int) - big).mean() / 2
 
@@ -456,21 +456,21 @@ def test_a_face_filling_a_small_photo_is_cropped_from_its_pixels_never_mirrored(
     deployed crop) and the jittered training crop is fitted into the same real pixels."""
     img = cv2.GaussianBlur(_img(120, 110), (0, 0), 2)
     box = (8, 6, 100, 104)                                   # 1.5 x box = 156 px > the photo
-    assert data.fit_square(-20, -22, 156, 110, 120) == (0, 0, 110)
-    crop = data.crop_face(img, box, 64)
-    assert np.array_equal(crop, data.crop_face(img[:110, :110], None, 64))   # the largest square inside
-    padded = data.crop_face(img, box, 64, fit=False)
-    assert not np.array_equal(padded, crop)                  # the old reflect-padded crop differed
-    assert data.context_valid(box, 110, 120, 100) != (0.0, 0.0, 100.0, 100.0)
+    assert crop.fit_square(-20, -22, 156, 110, 120) == (0, 0, 110)
+    fitted = crop.crop_face(img, box, 64)
+    assert np.array_equal(fitted, crop.crop_face(img[:110, :110], None, 64))   # the largest square inside
+    padded = crop.crop_face(img, box, 64, fit=False)
+    assert not np.array_equal(padded, fitted)                # the old reflect-padded crop differed
+    assert crop.context_valid(box, 110, 120, 100) != (0.0, 0.0, 100.0, 100.0)
     for e in range(4):       # every jittered crop lies inside the photo: compare with a crop of the photo
         j = _jitter(img, box, data.sample_rng(0, e, 3))
         assert j.shape == (64, 64, 3)
     inside = _jitter(img, box, _Fixed())
-    assert 10 * np.log10(255 ** 2 / float(((inside.astype(float) - crop) ** 2).mean())) >= 30.0
+    assert 10 * np.log10(255 ** 2 / float(((inside.astype(float) - fitted) ** 2).mean())) >= 30.0
     edge = (0, 30, 50, 50)                                   # a face at the left edge of a wide image
     wide = cv2.GaussianBlur(_img(200, 300), (0, 0), 2)
-    assert data.fit_square(-13, 17, 75, 300, 200) == (0, 17, 75)   # moved right, not shrunk
-    assert np.array_equal(data.crop_face(wide, edge, 75), wide[17:92, 0:75])
+    assert crop.fit_square(-13, 17, 75, 300, 200) == (0, 17, 75)   # moved right, not shrunk
+    assert np.array_equal(crop.crop_face(wide, edge, 75), wide[17:92, 0:75])
 
 
 # ---------------------------------------------------------------- dataset and loaders
@@ -492,7 +492,7 @@ def test_hand_built_sample_reads_its_box_lazily(tiny_celeba_clean):
     assert s.box_problem == "unchecked" and s.video == "test/4000/live/0"
     ds = data.FaceDataset(tiny_celeba_clean, [s], size=48)
     img = data.decode_image(tiny_celeba_clean / key)
-    assert (ds.load_crop(0) == data.crop_face(img, (16, 9, 32, 30), 48)).all()
+    assert (ds.load_crop(0) == crop.crop_face(img, (16, 9, 32, 30), 48)).all()
 
 
 def test_epoch_sampler():
@@ -509,7 +509,7 @@ def test_box_jitter_is_a_profile_switch(tiny_celeba_clean):
     literal recipe (augmentation of the deployed crop); evaluation items never jitter."""
     on = data.make_loaders(tiny_celeba_clean, _profile(), seed=0)
     off = data.make_loaders(tiny_celeba_clean, _profile(box_jitter=False), seed=0)
-    assert on["train"].dataset.box_jitter and on["train"].dataset.crop_px == data.context_size(32)
+    assert on["train"].dataset.box_jitter and on["train"].dataset.crop_px == crop.context_size(32)
     assert not off["train"].dataset.box_jitter and off["train"].dataset.crop_px == 32
     assert not on["test"].dataset.box_jitter and on["test"].dataset.crop_px == 32
     i = 0

@@ -282,9 +282,9 @@ def render_frame(job: Job, seed: int, n: int) -> dict:
     cues and `attempts` (renders tried).
 
     A render whose face box leaves the frame (:func:`box_ok`) or shows no face (:func:`face_visible`) is
-    drawn again from the next rng stream
-    (new frame jitter and pose, same session), up to :data:`BOX_ATTEMPTS` times; when none passes, the
-    result says ``dropped`` and the builder leaves the job out (both counted in the marker file)."""
+    drawn again from the next rng stream (new frame jitter and pose, same session), up to
+    :data:`BOX_ATTEMPTS` times; when none passes, the result says ``dropped`` and the builder leaves the
+    job out (both counted in the marker file)."""
     for attempt in range(BOX_ATTEMPTS):
         out = _render_once(job, seed, n, attempt)
         if out["box_ok"] and out["face_visible"]:
@@ -309,7 +309,8 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     frame = motion_blur(lens_blur(shot.frame, blur), *(cam.get("shake") or (0.0, 0.0)))
     cam_f = {**cam, "exposure": cam["exposure"] * float(r.uniform(0.96, 1.04))}
     rgb, q, sf = sensor_capture(frame, cam_f, r)
-    visible = face_visible(sensor_capture(frame, cam_f, None)[0], rgb, shot.box)
+    inside = box_ok(shot.box, n)
+    visible = inside and face_visible(sensor_capture(frame, cam_f, None)[0], rgb, shot.box)  # no 2nd capture when out
     low = blur > 1.3 or q < 60 or cam["iso"] * cam["read"] > 0.03 or cam.get("sensor_scale", 1.0) < 0.6
     cues = {**shot.cues, "low_quality": int(low or (cam.get("shake") or (0.0, 0.0))[0] > 3.0)}
     if shot.attrs is not None:
@@ -317,5 +318,5 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     data = encode_jpeg(rgb, q, sf)
     score = 0.9 + 0.0999 * float(r.random())
     return {"jpeg": data, "bb": _bb_line(shot.box, n, score), "label": _label(job, kind, shot.attrs),
-            "cues": cue_vector(cues), "attempts": attempt + 1, "box_ok": box_ok(shot.box, n),
+            "cues": cue_vector(cues), "attempts": attempt + 1, "box_ok": inside,
             "face_visible": visible, "source": shot.source}
