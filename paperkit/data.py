@@ -11,9 +11,10 @@ A file that passes the index-time check and still fails to decode later (e.g. re
 is replaced by the next sample in the dataset, a warning names it, and ``FaceDataset.runtime_failures``
 counts it (across DataLoader workers).
 
-Crop cache (:mod:`paperkit.cache`): :func:`make_loaders` also builds the crop cache (every face at the
-input size, one memory-mapped uint8 array) when it fits ``PAPERKIT_CROP_CACHE_GB``; augmentation runs on
-the cached crop, so items are identical to the JPEG path. ``PAPERKIT_CROP_CACHE=0`` turns it off.
+Crop cache (:mod:`paperkit.cache`): :func:`make_loaders` also builds the crop caches (every face at the
+input size, and the train split's wider context crops that training items jitter; each one memory-mapped
+uint8 array) when they fit ``PAPERKIT_CROP_CACHE_GB``; augmentation runs on the cached crop, so items are
+identical to the JPEG path. ``PAPERKIT_CROP_CACHE=0`` turns it off.
 
 Long because decoding, the dataset with its crop-cache reader and the loaders are one input pipeline
 whose parts every study uses together; the sections are marked below. The crop geometry is in
