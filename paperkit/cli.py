@@ -101,6 +101,9 @@ def _add_scoring(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--report", default=None, metavar="DIR", help="write scores.csv, worst_errors.png, metrics.json")
     ev.add_argument("--threshold", type=float, default=0.5)
     ev.add_argument("--detector", default="auto", choices=DETECTORS)
+    ev.add_argument("--probe", action="store_true",
+                    help="also rescore every photo under capture changes (brightness, gamma, JPEG, blur, box "
+                         "scale) and show how the scores and decisions move (with --report: probe.csv)")
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
@@ -194,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return predict.cli_predict(a.paths, a.model, a.threshold, a.json, a.csv, a.detector, a.model_info)
     if a.cmd == "evaluate":
         from . import evaluate
-        return evaluate.cli_evaluate(a.root, a.model, a.report, a.threshold, a.detector)
+        return evaluate.cli_evaluate(a.root, a.model, a.report, a.threshold, a.detector, a.probe)
     if a.cmd == "results":
         from . import summary
         try:

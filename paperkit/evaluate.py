@@ -1,4 +1,4 @@
-"""`paperkit evaluate ROOT [--model M ...] [--report DIR] [--threshold T] [--detector D]`.
+"""`paperkit evaluate ROOT [--model M ...] [--report DIR] [--threshold T] [--detector D] [--probe]`.
 
 How a model trained on the synthetic dataset transfers to a folder of real photos. Every photo goes through
 the same path as `paperkit predict` (`predict.predict_paths`: decode with EXIF orientation, truncation
@@ -20,7 +20,8 @@ subject folders), else over images, which are then the only unit we can tell apa
 (e.g. one per training seed) are scored one after the other, then their mean AUC is given with one joint
 bootstrap over the photos scored by all (`paperkit.stats.mean_auc`): one seed's AUC on a few photos says
 little about the recipe. Attack is the positive class and the score is P(attack), called attack when
-score >= threshold (`paperkit.metrics`).
+score >= threshold (`paperkit.metrics`). ``--probe`` then rescores every photo under a few capture changes
+(brighter, darker, JPEG, blur, a looser or tighter box) to show what the model's decisions follow.
 """
 from __future__ import annotations
 
@@ -339,6 +340,67 @@ def _model_path(model: str | None) -> Path:
     return p
 
 
+# ----------------------------------------------------------------------------------------------
+# What moves the scores (--probe)
+
+#: Capture changes `--probe` applies to every scored photo before its crop (:mod:`paperkit.robustness`'s).
+PROBES: tuple[tuple[str, float], ...] = (
+    ("brightness", -40.0), ("brightness", 40.0), ("gamma", 0.6), ("gamma", 1.6), ("jpeg_quality", 30.0),
+    ("blur_sigma", 2.0), ("box_scale", 0.8), ("box_scale", 1.2))
+
+
+def probe(layout: Layout, rows: Sequence[Row], scorer: predict.Scorer, threshold: float
+          ) -> list[dict[str, float | str]]:
+    """How the scores of these photos move under simple capture changes, each applied to the photo and
+    its detected box before the deployed crop: mean spoof score of live and of spoof photos, AUC, and the
+    share of decisions that flip at `threshold`. A model whose bona fide scores follow brightness learnt
+    the simulation's exposure, not an attack cue; this is how paperkit found that shortcut."""
+    from paperkit import metrics, robustness
+
+    ok = [r for r in rows if r.scored and r.box is not None]
+    if not {0, 1} <= {r.label for r in ok}:
+        return []
+    images = [predict._read_image(layout.root / r.file)[0] for r in ok]
+    labels = np.array([r.label for r in ok])
+    base = np.array([r.score for r in ok], dtype=float)
+    out: list[dict[str, float | str]] = []
+    for name, level in (("none", 0.0), *PROBES):
+        if name == "none":
+            s = base
+        else:
+            p = robustness.by_name(name)
+            s = np.array([scorer.score_faces(*_moved(p.apply(img, tuple(float(v) for v in r.box), level)))[0]
+                          for img, r in zip(images, ok)], dtype=float)
+        out.append({"change": name, "level": level, "mean_score_live": float(s[labels == 0].mean()),
+                    "mean_score_spoof": float(s[labels == 1].mean()), "auc": float(metrics.roc_auc(s, labels)),
+                    "flipped_pct": float(100 * np.mean((s >= threshold) != (base >= threshold)))})
+    return out
+
+
+def _moved(pair: tuple[np.ndarray, Any]) -> tuple[np.ndarray, list[Any]]:
+    img, box = pair
+    return img, [box]
+
+
+def format_probe(table: Sequence[dict[str, float | str]]) -> str:
+    lines = ["what moves the scores (each change applied to every scored photo before its crop):",
+             f"  {'change':14s} {'level':>6s}  {'live':>5s}  {'spoof':>5s}  {'AUC':>5s}  flipped"]
+    for t in table:
+        lines.append(f"  {t['change']:14s} {float(t['level']):6g}  {float(t['mean_score_live']):5.2f}  "
+                     f"{float(t['mean_score_spoof']):5.2f}  {float(t['auc']):5.3f}  {float(t['flipped_pct']):5.1f} %")
+    lines.append("  live / spoof: mean P(attack) of bona fide / attack photos; flipped: decisions that change")
+    return "\n".join(lines)
+
+
+def write_probe(table: Sequence[dict[str, float | str]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    return path
+
+
 def across_models(per_model: Sequence[Sequence[Row]], n_boot: int = N_BOOT, seed: int = 0) -> dict[str, float]:
     """Mean AUC of several models over the photos every one of them scored (the detector does not depend
     on the model, so normally all), with a joint bootstrap, and the models' AUC range."""
@@ -365,7 +427,7 @@ def format_across(a: dict[str, float], unit: str) -> str:
 
 
 def cli_evaluate(root: str, model: str | Sequence[str] | None = None, report: str | None = None,
-                 threshold: float = 0.5, detector: str = "auto") -> int:
+                 threshold: float = 0.5, detector: str = "auto", probe_changes: bool = False) -> int:
     """`paperkit evaluate`: 0 when the figures were computed, 1 when a class had no scored photo,
     2 when ROOT, a model or an option is unusable. Several models: each is reported (``--report``: in
     ``DIR/<n>_<model name>/``), then their mean AUC (:func:`across_models`)."""
@@ -373,7 +435,7 @@ def cli_evaluate(root: str, model: str | Sequence[str] | None = None, report: st
     per_model, codes, layout = [], [], None
     for i, m in enumerate(models):
         sub = report if report is None or len(models) == 1 else str(Path(report) / f"{i}_{Path(m).stem}")
-        code, layout, rows = _evaluate_one(root, m, sub, threshold, detector)
+        code, layout, rows = _evaluate_one(root, m, sub, threshold, detector, probe_changes)
         if code == 2:
             return 2
         codes.append(code)
@@ -393,8 +455,8 @@ def cli_evaluate(root: str, model: str | Sequence[str] | None = None, report: st
     return max(codes)
 
 
-def _evaluate_one(root: str, model: str | None, report: str | None, threshold: float, detector: str
-                  ) -> tuple[int, Layout | None, list[Row]]:
+def _evaluate_one(root: str, model: str | None, report: str | None, threshold: float, detector: str,
+                  probe_changes: bool = False) -> tuple[int, Layout | None, list[Row]]:
     from paperkit.detect import DETECTORS, available
 
     def fail(msg: str) -> tuple[int, None, list[Row]]:
@@ -425,4 +487,10 @@ def _evaluate_one(root: str, model: str | None, report: str | None, threshold: f
                 "detector": detector}
         for p in write_report(Path(report), layout, rows, _nan_to_none(m), meta):
             print(f"wrote {p}")
+    if probe_changes and m:
+        table = probe(layout, rows, scorer, threshold)
+        print()
+        print(format_probe(table))
+        if report:
+            print(f"wrote {write_probe(table, Path(report) / 'probe.csv')}")
     return (0 if m else 1), layout, rows

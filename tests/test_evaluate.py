@@ -152,3 +152,31 @@ def test_several_models_give_each_figure_and_their_mean_auc(capsys, model_path: 
     doc = json.loads((rep / "across_models.json").read_text())
     assert doc["model_files"] == [str(model_path), str(other)] and doc["models"] == 2 and doc["n_scored"] == 10
     assert (rep / "0_tiny" / "metrics.json").is_file() and (rep / "1_other" / "scores.csv").is_file()
+
+
+def test_probe_rescores_every_photo_under_each_capture_change(capsys, model_path: Path, tmp_path: Path) -> None:
+    root = _photos(tmp_path / "photos")
+    rep = tmp_path / "report"
+    code, out, err = _run(capsys, str(root), "--model", str(model_path), "--report", str(rep), "--probe")
+    assert code == 0, err
+    assert "what moves the scores" in out
+    table = list(csv.DictReader((rep / "probe.csv").open()))
+    assert [(t["change"], float(t["level"])) for t in table] == [("none", 0.0), *evaluate.PROBES]
+    none = table[0]
+    assert float(none["flipped_pct"]) == 0 and float(none["auc"]) == pytest.approx(_figure(out, "AUC")[0], abs=5e-4)
+    # the brighter row is what the deployed path gives on brightened photos (same box, same crop)
+    from paperkit import robustness
+    scorer = predict.Scorer(model_path)
+    rows = [r for r in csv.DictReader((rep / "scores.csv").open()) if r["score"]]
+    live = []
+    for r in rows:
+        img = cv2.cvtColor(cv2.imread(str(root / r["file"])), cv2.COLOR_BGR2RGB)
+        box = tuple(float(v) for v in r["box"].split())          # the box the photo was scored with
+        im, b = robustness.by_name("brightness").apply(img, box, 40.0)
+        if r["label"] == "live":
+            live.append(scorer.score_faces(im, [b])[0])
+    bright = next(t for t in table if t["change"] == "brightness" and float(t["level"]) == 40)
+    assert float(bright["mean_score_live"]) == pytest.approx(float(np.mean(live)), abs=1e-5)
+    dark = next(t for t in table if t["change"] == "brightness" and float(t["level"]) == -40)
+    base = float(none["mean_score_live"])
+    assert (float(bright["mean_score_live"]) - base) * (float(dark["mean_score_live"]) - base) < 0

@@ -332,3 +332,43 @@ def test_invisible_faces_are_redrawn_then_dropped_and_counted(tmp_path: Path, mo
     root = synth.build(tmp_path / "dark", profile=TINY, seed=0, progress=False)
     meta = json.loads((root / synth.MARKER).read_text())
     assert meta["box_check"]["dropped"] == 25 and "sensor noise" in meta["box_check"]["rule"]
+
+
+def test_auto_exposure_meters_the_face_so_brightness_carries_no_label() -> None:
+    """The same face in a dim and in a bright scene comes out at the same face luma (the camera meters
+    it); the dim one is noisier (analogue gain), and the gain stays within what a camera can reach."""
+    from paperkit.synth import camera
+    base = np.full((64, 64, 3), 0.2, np.float32)
+    base[16:48, 16:48] = (0.55, 0.45, 0.4)
+    box = (16.0, 16.0, 32.0, 32.0)
+    cam = {"wb": (1.0, 1.0, 1.0), "exposure": 1.0, "vignette": 0.0, "shot": 0.0003, "read": 0.004, "iso": 1.0,
+           "contrast": 1.0, "jpeg": 90, "sampling": 0, "ae_target": 0.4, "ae_face": 1.0}
+    outs = {}
+    for name, light in (("dim", 0.3), ("bright", 1.6)):
+        g = camera.auto_exposure(base * light, box, cam)
+        clean, _, _ = camera.capture(base * light, {**cam, "ae_gain": g}, None)
+        noisy, _, _ = camera.capture(base * light, {**cam, "ae_gain": g}, np.random.default_rng(0))
+        outs[name] = (g, float(clean[16:48, 16:48].mean()),
+                      float((noisy.astype(np.float32) - clean)[20:44, 20:44].std()))
+    assert outs["dim"][0] > 1 > outs["bright"][0]
+    assert abs(outs["dim"][1] - outs["bright"][1]) < 2 and abs(outs["dim"][1] - 0.4 * 255) < 3
+    assert outs["dim"][2] > 1.3 * outs["bright"][2]
+    assert camera.auto_exposure(base * 1e-4, box, cam) == camera.AE_GAIN[1]   # a black frame: the gain tops out
+
+
+
+def test_isp_noise_reduction_flattens_skin_but_keeps_edges_and_downscaled_frames_are_cleaner() -> None:
+    from paperkit.synth import camera
+    frame = np.full((64, 64, 3), 0.35, np.float32)
+    frame[:, 32:] = 0.7                                           # one strong edge
+    cam = {"wb": (1.0, 1.0, 1.0), "exposure": 1.0, "vignette": 0.0, "shot": 0.0008, "read": 0.01, "iso": 2.0,
+           "contrast": 1.0, "jpeg": 90, "sampling": 0}
+
+    def noise_and_edge(**kw):
+        out = camera.capture(frame, {**cam, **kw}, np.random.default_rng(0))[0].astype(np.float32)
+        return float(out[8:56, 4:24].std()), float(out[:, 36:60].mean() - out[:, 4:28].mean())
+    raw, edge_raw = noise_and_edge()
+    clean, edge_clean = noise_and_edge(denoise=1.0)
+    small, _ = noise_and_edge(native=3.0)
+    assert clean < 0.6 * raw and abs(edge_clean - edge_raw) < 2
+    assert abs(small - raw / 3) < 0.25 * raw / 3

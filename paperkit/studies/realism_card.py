@@ -6,6 +6,10 @@ if that is drawing style, tone or sharpness rather than the attack's own cues (h
 moire, paper edges), it will not transfer to real attacks. Per type the card gives: mean and spread of
 luma, saturation, sharpness (variance of the Laplacian), the share of spectral energy above a quarter of
 the Nyquist frequency, and the mean radial spectrum against bona fide's, with sample crops.
+
+Each statistic also gets a *shortcut AUC* per type: how well that one number alone tells the type from
+bona fide (0.5: not at all; 1.0 or 0.0: perfectly). A statistic far from 0.5 that is not an attack cue
+(brightness above all) is a shortcut a model will take, and real photos will not follow it.
 """
 from __future__ import annotations
 
@@ -37,6 +41,16 @@ def _crop_stats(crop: np.ndarray, win: np.ndarray) -> tuple[dict[str, float], np
     return stats, np.log1p(prof)
 
 
+def shortcut_auc(live: Any, attack: Any) -> float:
+    """AUC of one statistic as a live-vs-attack score (higher value = attack): 0.5 means no shortcut."""
+    a, b = np.asarray(live, float), np.asarray(attack, float)
+    if not len(a) or not len(b):
+        return float("nan")
+    greater = (b[:, None] > a[None, :]).mean()
+    ties = (b[:, None] == a[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
 def _by_type(samples: list[index.Sample]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for i, s in enumerate(samples):
@@ -54,6 +68,7 @@ def measure(root: str | os.PathLike, size: int = 128, per_type: int = 64, seed: 
     win = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
     rng = np.random.default_rng([seed, 4242])
     rows, profiles, crops = [], {}, {}
+    live_vals: pd.DataFrame | None = None
     for t, idx in _by_type(samples).items():
         pick = [idx[j] for j in np.sort(rng.permutation(len(idx))[:per_type])]
         vals, profs = [], []
@@ -66,9 +81,12 @@ def measure(root: str | os.PathLike, size: int = 128, per_type: int = 64, seed: 
         profiles[t] = np.mean(profs, axis=0)
         frame = pd.DataFrame(vals)
         row: dict[str, Any] = {"spoof_type": t, "name": celeba.SPOOF_TYPE_NAMES.get(t, str(t)), "n": len(pick)}
+        if t == 0:
+            live_vals = frame
         for k in STATS:
             row[k] = float(frame[k].mean())
             row[f"{k}_sd"] = float(frame[k].std(ddof=0))
+            row[f"{k}_auc"] = shortcut_auc(live_vals[k], frame[k]) if live_vals is not None else np.nan
         rows.append(row)
     df = pd.DataFrame(rows)
     live = df[df["spoof_type"] == 0]
@@ -104,7 +122,8 @@ def figure(df: pd.DataFrame, profiles: dict[int, np.ndarray], crops: dict[int, l
             ax.set_xlabel("radial frequency (cycles per crop)", fontsize=7)
         ax = axes[r, 5]
         ax.axis("off")
-        text = "\n".join(f"{k:16s} {row[k]:9.3g}" + (f"  x{row[k + '_vs_live']:.2f} live" if t else "")
+        text = "\n".join(f"{k:16s} {row[k]:9.3g}"
+                         + (f"  x{row[k + '_vs_live']:.2f} live  AUC {row[k + '_auc']:.2f}" if t else "")
                          for k in STATS)
         ax.text(0, 0.5, text, family="monospace", fontsize=7, va="center")
     fig.suptitle(f"Realism card: {df['dataset'].iloc[0]}", fontsize=9)

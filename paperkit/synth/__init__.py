@@ -21,7 +21,7 @@ The package is split along what it simulates:
 ``backgrounds`` bundled background photographs and crops of them
 ``scene``      the bona fide scene before the camera: person over background, or a user's photo
 ``media``      the attack media: print tone and texture, screen display, paper cut-outs
-``camera``     homographies, lens blur, the sensor back-end, JPEG encoding
+``camera``     homographies, lens blur, auto-exposure, the sensor back-end (noise, noise reduction), JPEG
 ``noise``      fixed-seed noise banks shared by skin, paper and sensor
 ``plan``       what gets rendered: splits, sessions, attack decks, every session's parameters
 ``frame``      one image from its job: live or one function per attack kind, labels, cues

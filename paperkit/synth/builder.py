@@ -31,7 +31,7 @@ from .photos import PhotoFace, load_face_photos
 from .plan import Job, plan_jobs
 from .scene import in_process, init_worker
 
-VERSION = "5"  # bump whenever the output changes: it keys the cache folder
+VERSION = "6"  # bump whenever the output changes: it keys the cache folder
 GENERATOR = "paperkit.synth"
 MARKER = "PAPERKIT_SYNTHETIC.json"  # == paperkit.results.SYNTH_MARKER
 WORKERS = 2                 # processes for build(); PAPERKIT_SYNTH_WORKERS overrides; 1 = in-process

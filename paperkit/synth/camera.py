@@ -1,5 +1,6 @@
 """The camera every image goes through, live or spoof: where the object lands in the frame (homographies),
-lens blur, the sensor back-end (white balance, vignetting, noise, tone) and JPEG encoding.
+lens blur, auto-exposure, the sensor back-end (white balance, vignetting, noise, noise reduction, sharpening,
+tone) and JPEG encoding.
 
 One camera model for both classes, so what separates them is the medium, not the pipeline.
 """
@@ -25,21 +26,63 @@ def _vignette(n: int) -> np.ndarray:
     return d
 
 
+AE_GAIN = (0.35, 4.0)   # the exposure range auto-exposure can reach (shorter time .. highest analogue gain)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def auto_exposure(frame: np.ndarray, box: Iterable[float], cam: dict) -> float:
+    """The gain that brings the metered luma to the session's target (``ae_target``).
+
+    Why: a camera with fixed exposure lets the scene's brightness tell the class (a screen glows in a dark
+    room, a dim live face stays dark), and a model trained on that calls every bright real photo an attack.
+    Real cameras meter: phones on the face, webcams on a centre-weighted average. The meter reads the
+    face box with weight ``ae_face`` and the centre-weighted frame with the rest, the same way for live and
+    spoof, so face brightness carries no label; a dark scene comes out noisier (:func:`capture`), not darker.
+    """
+    n = frame.shape[0]
+    small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA) @ (_LUMA * np.array(cam["wb"], np.float32))
+    w = np.exp(-_vignette(32) * 2.0)
+    whole = float((small * w).sum() / w.sum())
+    x, y, bw, bh = (float(v) for v in box)
+    x0, y0 = int(np.clip(x, 0, n - 1)), int(np.clip(y, 0, n - 1))
+    x1, y1 = int(np.clip(x + bw, x0 + 1, n)), int(np.clip(y + bh, y0 + 1, n))
+    face = float(frame[y0:y1, x0:x1].reshape(-1, 3).mean(0) @ (_LUMA * np.array(cam["wb"], np.float32)))
+    a = float(cam.get("ae_face", 0.7))
+    metered = a * face + (1 - a) * whole
+    return float(np.clip(cam.get("ae_target", 0.42) / max(metered, 1e-3), *AE_GAIN))
+
+
+def _native(cam: dict) -> float:
+    """Sensor pixels per written pixel (``native``): a frame downscaled k times has 1/k of the noise."""
+    return float(cam.get("native", 1.0)) if cam.get("sensor_scale", 1.0) >= 0.99 else 1.0
+
+
 def capture(frame: np.ndarray, cam: dict, r: np.random.Generator | None) -> tuple[np.ndarray, int, int]:
     """The shared camera back-end: white balance, tone, vignetting, sensor noise, 8-bit quantisation.
 
     Geometry and optical blur happen before (they depend on where the object is); this part is
     identical for every image. Returns (uint8 RGB, jpeg quality, sampling factor) for encoding.
     ``r=None`` leaves the sensor noise out (the noise-free image the face-visibility check compares with).
+    An auto-exposure gain above 1 (``ae_gain``, :func:`auto_exposure`) is analogue gain: it amplifies the
+    noise with the signal (by its square root, between shot noise's sqrt(g) and read noise's g). A frame
+    the camera downscaled (``native`` k > 1, high-resolution sensors) keeps 1/k of the noise; its optics'
+    blur shrinks by k too (:func:`paperkit.synth.frame.render_frame`).
     """
     n = frame.shape[0]
-    x = frame * (np.array(cam["wb"], np.float32) * cam["exposure"])
+    g = float(cam.get("ae_gain", 1.0))
+    x = frame * (np.array(cam["wb"], np.float32) * (cam["exposure"] * g))
     x *= (1 - cam["vignette"] * _vignette(n))[..., None]
     x = np.clip(x, 0, 1.5)
     # Poisson-Gaussian sensor noise, in a mildly correlated (demosaiced) form
     if r is not None:
-        sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * cam["iso"]
+        sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * (cam["iso"] * math.sqrt(max(g, 1.0)) / _native(cam))
         x = x + sig * bank_slice("white3", r, n, n)
+        # the ISP's noise reduction: edge-preserving smoothing scaled to the noise it estimates. Every phone
+        # and webcam pipeline has one; without it every synthetic pixel is noisy, while real JPEGs have flat skin
+        if cam.get("denoise", 0.0) > 0.02:
+            sd = float(np.sqrt(np.mean(sig * sig)))
+            x = x.astype(np.float32)
+            x = x + cam["denoise"] * (cv2.bilateralFilter(x, 5, 3.0 * sd + 1e-3, 1.5) - x)
     # the ISP's sharpening (unsharp mask, ~1 px radius), on the noisy demosaiced image
     if cam.get("sharpen", 0.0) > 0.02:
         x = x + cam["sharpen"] * (x - cv2.GaussianBlur(x, (0, 0), 1.0))

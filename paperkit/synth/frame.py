@@ -3,7 +3,8 @@ shared camera, with its 44 CelebA-Spoof labels, its ``_BB.txt`` face box and its
 
 :func:`render_frame` is a pure function of (job, seed, size): every random draw comes from one rng keyed by
 (seed, subject, index), in a fixed order: the frame's pose and blur jitter, then the attack's own draws,
-then exposure, sensor noise and the box score. Attack cues are set by name (:data:`paperkit.cues.CUE_NAMES`).
+then exposure (metered on the face: :func:`paperkit.synth.camera.auto_exposure`), sensor noise and the box
+score. Attack cues are set by name (:data:`paperkit.cues.CUE_NAMES`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 from paperkit.cues import CUE_NAMES
 
 from . import backgrounds
-from .camera import LIVE_OVERSCAN, encode_jpeg, homography, lens_blur, motion_blur, sensor_capture, warp_box
+from .camera import (LIVE_OVERSCAN, auto_exposure, encode_jpeg, homography, lens_blur, motion_blur, sensor_capture,
+                     warp_box)
 from .identity import ATTR, Pose, random_pose
 from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, hold_with_fingers, pattern_out, print_texture,
                     print_tone, screen_display, screen_reflection, source_photo, subpixel_tile)
@@ -245,6 +247,7 @@ def _bb_line(box: tuple[float, float, float, float], n: int, score: float) -> st
 BOX_ATTEMPTS = 3        # renders tried per job before it is dropped
 BOX_MIN_INSIDE = 0.9    # fraction of the face box that must lie inside the frame
 BOX_MIN_SIDE = 0.1      # smallest face box side, fraction of the frame
+USER_PHOTO_GAIN = (0.85, 1.15)   # auto-exposure's range on `--faces` builds (the bona fide photo is kept as taken)
 # A box can lie in the frame and still show no face: a dark session under heavy sensor noise. On 1,200
 # default renders the noise-free face's luma std had a 1% quantile of 6-24 levels per type and its ratio
 # to the sensor noise 0.5-4.7; below these a face is barely there, about 1.7% of renders (issue 11).
@@ -297,7 +300,8 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     r = np.random.default_rng([seed, job.subject, job.index] + ([attempt] if attempt else []))
     cam = sess["camera"]
     pose = random_pose(r, Pose(**sess["pose"]))
-    blur = cam["blur"] * float(r.uniform(0.85, 1.15))
+    native = float(cam.get("native", 1.0)) if cam.get("sensor_scale", 1.0) >= 0.99 else 1.0
+    blur = cam["blur"] * float(r.uniform(0.85, 1.15)) / native
     take = _Take(job, seed, n, r, pose, blur, roll=sess["roll"] + pose.roll, jitter=r.normal(0, 0.008, (4, 2)),
                  fcx=0.5 + (sess["frame_cx"] - 0.5) * 0.3, zoom=sess.get("zoom", 1.0) ** (1.0 / (1 + attempt)))
     kind = 0 if job.live else sess["kind"]
@@ -307,7 +311,10 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
                                     eb["blur"] + 1.0) * take.light["bg"]
     shot = _renderer(kind)(take)
     frame = motion_blur(lens_blur(shot.frame, blur), *(cam.get("shake") or (0.0, 0.0)))
-    cam_f = {**cam, "exposure": cam["exposure"] * float(r.uniform(0.96, 1.04))}
+    cam_f = {**cam, "exposure": cam["exposure"] * float(r.uniform(0.96, 1.04)),
+             "ae_gain": auto_exposure(frame, shot.box, cam)}
+    if photo_source():   # a user's photo was exposed by its own camera: re-exposed by +-15% at most, all classes
+        cam_f["ae_gain"] = float(np.clip(cam_f["ae_gain"], *USER_PHOTO_GAIN))
     rgb, q, sf = sensor_capture(frame, cam_f, r)
     inside = box_ok(shot.box, n)
     visible = inside and face_visible(sensor_capture(frame, cam_f, None)[0], rgb, shot.box)  # no 2nd capture when out

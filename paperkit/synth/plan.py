@@ -23,6 +23,7 @@ from .identity import random_pose
 PRINTS, CUTOUTS = PRINT_TYPES, MASK_TYPES
 FRAMES_PER_VIDEO = 4        # frames per capture session ("video") when a subject has enough images
 TEST_FRACTION = 0.2         # subjects held out for the test split
+AE_TARGET = 0.40           # median metered luma auto-exposure aims at (linear, before the tone curve)
 _SESSION_TAG = 9_100_003
 _SPLIT_TAG = 9_100_001
 
@@ -83,7 +84,15 @@ def _camera_session(r: np.random.Generator, dom: dict, difficulty: float, illum:
             # low-resolution sensors (VGA webcams, video frames) whose image is upscaled to the file size,
             # and hand shake: for live and spoof alike, so softness alone never tells an attack
             "sensor_scale": float(r.uniform(0.35, 0.75)) if r.random() < dom["lowres"] else 1.0,
-            "shake": (float(r.uniform(1.5, 5.0)), float(r.uniform(0, math.pi))) if r.random() < 0.2 else (0.0, 0.0)}
+            "shake": (float(r.uniform(1.5, 5.0)), float(r.uniform(0, math.pi))) if r.random() < 0.2 else (0.0, 0.0),
+            # auto-exposure (camera.auto_exposure): the metered luma's target and the face's weight in the
+            # meter (phones meter the face, webcams a centre-weighted average); one distribution for all
+            "ae_target": float(np.exp(r.normal(math.log(AE_TARGET), 0.3))), "ae_face": float(r.uniform(0.4, 1.0)),
+            # the ISP's noise reduction (camera.capture): most pipelines denoise, some barely
+            "denoise": float(r.uniform(0.5, 1.0)) if r.random() < 0.85 else 0.0,
+            # how many sensor pixels the face spans per pixel of the written image: a phone photo of a face
+            # at arm's length is downscaled 1-3x to the frame, which averages its noise and its blur away
+            "native": float(np.exp(r.uniform(0.0, math.log(3.0)))) if r.random() < 0.6 else 1.0}
 
 
 def _lighting(illum: int, r: np.random.Generator) -> dict:
