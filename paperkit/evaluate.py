@@ -369,17 +369,14 @@ def probe(layout: Layout, rows: Sequence[Row], scorer: predict.Scorer, threshold
             s = base
         else:
             p = robustness.by_name(name)
-            s = np.array([scorer.score_faces(*_moved(p.apply(img, tuple(float(v) for v in r.box), level)))[0]
-                          for img, r in zip(images, ok)], dtype=float)
+            s = np.empty(len(ok))
+            for i, (img, r) in enumerate(zip(images, ok)):
+                moved, box = p.apply(img, tuple(float(v) for v in r.box), level)
+                s[i] = scorer.score_faces(moved, [box])[0]
         out.append({"change": name, "level": level, "mean_score_live": float(s[labels == 0].mean()),
                     "mean_score_spoof": float(s[labels == 1].mean()), "auc": float(metrics.roc_auc(s, labels)),
                     "flipped_pct": float(100 * np.mean((s >= threshold) != (base >= threshold)))})
     return out
-
-
-def _moved(pair: tuple[np.ndarray, Any]) -> tuple[np.ndarray, list[Any]]:
-    img, box = pair
-    return img, [box]
 
 
 def format_probe(table: Sequence[dict[str, float | str]]) -> str:

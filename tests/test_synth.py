@@ -356,7 +356,6 @@ def test_auto_exposure_meters_the_face_so_brightness_carries_no_label() -> None:
     assert camera.auto_exposure(base * 1e-4, box, cam) == camera.AE_GAIN[1]   # a black frame: the gain tops out
 
 
-
 def test_isp_noise_reduction_flattens_skin_but_keeps_edges_and_downscaled_frames_are_cleaner() -> None:
     from paperkit.synth import camera
     frame = np.full((64, 64, 3), 0.35, np.float32)

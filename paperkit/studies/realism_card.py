@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from paperkit import celeba, data, index, results
+from paperkit import celeba, data, index, metrics, results
 from paperkit.studies.data_overview import radial_profile
 
 STATS = ("luma_mean", "luma_std", "saturation_mean", "sharpness", "hf_energy")
@@ -44,11 +44,7 @@ def _crop_stats(crop: np.ndarray, win: np.ndarray) -> tuple[dict[str, float], np
 def shortcut_auc(live: Any, attack: Any) -> float:
     """AUC of one statistic as a live-vs-attack score (higher value = attack): 0.5 means no shortcut."""
     a, b = np.asarray(live, float), np.asarray(attack, float)
-    if not len(a) or not len(b):
-        return float("nan")
-    greater = (b[:, None] > a[None, :]).mean()
-    ties = (b[:, None] == a[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    return metrics.roc_auc(np.concatenate([a, b]), np.r_[np.zeros(len(a), int), np.ones(len(b), int)])
 
 
 def _by_type(samples: list[index.Sample]) -> dict[int, list[int]]:

@@ -27,6 +27,7 @@ def _vignette(n: int) -> np.ndarray:
 
 
 AE_GAIN = (0.35, 4.0)   # the exposure range auto-exposure can reach (shorter time .. highest analogue gain)
+AE_TARGET = 0.40        # median metered luma auto-exposure aims at (linear, before the tone curve)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -40,20 +41,22 @@ def auto_exposure(frame: np.ndarray, box: Iterable[float], cam: dict) -> float:
     spoof, so face brightness carries no label; a dark scene comes out noisier (:func:`capture`), not darker.
     """
     n = frame.shape[0]
-    small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA) @ (_LUMA * np.array(cam["wb"], np.float32))
+    luma = _LUMA * np.array(cam["wb"], np.float32)           # what the sensor sees after white balance
+    small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA) @ luma
     w = np.exp(-_vignette(32) * 2.0)
     whole = float((small * w).sum() / w.sum())
     x, y, bw, bh = (float(v) for v in box)
     x0, y0 = int(np.clip(x, 0, n - 1)), int(np.clip(y, 0, n - 1))
     x1, y1 = int(np.clip(x + bw, x0 + 1, n)), int(np.clip(y + bh, y0 + 1, n))
-    face = float(frame[y0:y1, x0:x1].reshape(-1, 3).mean(0) @ (_LUMA * np.array(cam["wb"], np.float32)))
+    face = float(frame[y0:y1, x0:x1].reshape(-1, 3).mean(0) @ luma)
     a = float(cam.get("ae_face", 0.7))
     metered = a * face + (1 - a) * whole
-    return float(np.clip(cam.get("ae_target", 0.42) / max(metered, 1e-3), *AE_GAIN))
+    return float(np.clip(cam.get("ae_target", AE_TARGET) / max(metered, 1e-3), *AE_GAIN))
 
 
-def _native(cam: dict) -> float:
-    """Sensor pixels per written pixel (``native``): a frame downscaled k times has 1/k of the noise."""
+def native_factor(cam: dict) -> float:
+    """Sensor pixels per written pixel (``native``; 1 for a low-resolution sensor, which is upscaled
+    instead): a frame downscaled k times keeps 1/k of the noise and of the optics' blur."""
     return float(cam.get("native", 1.0)) if cam.get("sensor_scale", 1.0) >= 0.99 else 1.0
 
 
@@ -75,7 +78,7 @@ def capture(frame: np.ndarray, cam: dict, r: np.random.Generator | None) -> tupl
     x = np.clip(x, 0, 1.5)
     # Poisson-Gaussian sensor noise, in a mildly correlated (demosaiced) form
     if r is not None:
-        sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * (cam["iso"] * math.sqrt(max(g, 1.0)) / _native(cam))
+        sig = np.sqrt(x * cam["shot"] + cam["read"] ** 2) * (cam["iso"] * math.sqrt(max(g, 1.0)) / native_factor(cam))
         x = x + sig * bank_slice("white3", r, n, n)
         # the ISP's noise reduction: edge-preserving smoothing scaled to the noise it estimates. Every phone
         # and webcam pipeline has one; without it every synthetic pixel is noisy, while real JPEGs have flat skin

@@ -18,8 +18,8 @@ import numpy as np
 from paperkit.cues import CUE_NAMES
 
 from . import backgrounds
-from .camera import (LIVE_OVERSCAN, auto_exposure, encode_jpeg, homography, lens_blur, motion_blur, sensor_capture,
-                     warp_box)
+from .camera import (LIVE_OVERSCAN, auto_exposure, encode_jpeg, homography, lens_blur, motion_blur, native_factor,
+                     sensor_capture, warp_box)
 from .identity import ATTR, Pose, random_pose
 from .media import (P0_SUB, atten, blob_out, cutout_mask, hold_cutout, hold_with_fingers, pattern_out, print_texture,
                     print_tone, screen_display, screen_reflection, source_photo, subpixel_tile)
@@ -300,8 +300,7 @@ def _render_once(job: Job, seed: int, n: int, attempt: int) -> dict:
     r = np.random.default_rng([seed, job.subject, job.index] + ([attempt] if attempt else []))
     cam = sess["camera"]
     pose = random_pose(r, Pose(**sess["pose"]))
-    native = float(cam.get("native", 1.0)) if cam.get("sensor_scale", 1.0) >= 0.99 else 1.0
-    blur = cam["blur"] * float(r.uniform(0.85, 1.15)) / native
+    blur = cam["blur"] * float(r.uniform(0.85, 1.15)) / native_factor(cam)
     take = _Take(job, seed, n, r, pose, blur, roll=sess["roll"] + pose.roll, jitter=r.normal(0, 0.008, (4, 2)),
                  fcx=0.5 + (sess["frame_cx"] - 0.5) * 0.3, zoom=sess.get("zoom", 1.0) ** (1.0 / (1 + attempt)))
     kind = 0 if job.live else sess["kind"]

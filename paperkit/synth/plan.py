@@ -17,13 +17,13 @@ import numpy as np
 from paperkit.celeba import MASK_TYPES, PRINT_TYPES
 
 from . import backgrounds
+from .camera import AE_TARGET
 from .identity import random_pose
 
 # the attack kinds are CelebA-Spoof's spoof-type codes (paperkit.celeba, their one home)
 PRINTS, CUTOUTS = PRINT_TYPES, MASK_TYPES
 FRAMES_PER_VIDEO = 4        # frames per capture session ("video") when a subject has enough images
 TEST_FRACTION = 0.2         # subjects held out for the test split
-AE_TARGET = 0.40           # median metered luma auto-exposure aims at (linear, before the tone curve)
 _SESSION_TAG = 9_100_003
 _SPLIT_TAG = 9_100_001
 
