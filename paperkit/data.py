@@ -207,12 +207,14 @@ class FaceDataset(Dataset):
     (shared across DataLoader workers; :meth:`failure_report` says it in words)."""
 
     def __init__(self, root: str | os.PathLike, samples: Sequence[Sample], size: int = 128, train: bool = False,
-                 seed: int = 0, crop_cache: bool | None = None, box_jitter: bool | None = None) -> None:
+                 seed: int = 0, crop_cache: bool | None = None, box_jitter: bool | None = None,
+                 tone_jitter: bool = True) -> None:
         self.root = Path(root)
         self.samples = list(samples)
         self.size = int(size)
         self.train = bool(train)
         self.box_jitter = self.train if box_jitter is None else bool(box_jitter)
+        self.tone_jitter = bool(tone_jitter)
         # what load_crop returns: the deployed crop, or the context crop jitter_box draws from
         self.crop_px = context_size(self.size) if self.box_jitter else self.size
         self.seed = int(seed)
@@ -297,7 +299,7 @@ class FaceDataset(Dataset):
             if self.box_jitter:
                 crop = jitter_box(crop, valid, rng, self.size)
             if self.train:
-                crop = augment(crop, rng)
+                crop = augment(crop, rng, self.tone_jitter)
         s = self.samples[i]
         return preprocess(crop, self.size), int(s.label), torch.tensor(s.cues, dtype=torch.long)
 
@@ -481,7 +483,8 @@ def make_loaders(root: str | os.PathLike | None, profile: Any, seed: int, protoc
         raise DatasetError(f"no usable training images under {root} (protocol {protocol}, domain {domain})")
     train, val = split_by_subject(pool, prof.val_fraction, seed)
     size, bs, nw = prof.input_size, prof.batch_size, devices.workers(prof.num_workers)
-    ds_train = FaceDataset(root, train, size, train=True, seed=seed, box_jitter=prof.box_jitter)
+    ds_train = FaceDataset(root, train, size, train=True, seed=seed, box_jitter=prof.box_jitter,
+                           tone_jitter=prof.tone_jitter)
     ds_train.problems = dict(pool.problems)
     ds_val = FaceDataset(root, val, size, train=False, seed=seed)
     ds_test = FaceDataset(root, test, size, train=False, seed=seed)

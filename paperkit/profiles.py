@@ -41,6 +41,9 @@ class Profile:
     box_jitter: bool = True              # training crops draw a box scale 0.7-1.3x and shift +-8%
                                          # (paperkit.crop.jitter_box; not in seed 000's recipe: False
                                          # gives its literal colour jitter / ISO noise / flip)
+    tone_jitter: bool = True             # training crops change exposure, tone curve and black level
+                                         # (paperkit.augment.random_tone; not in seed 000's recipe
+                                         # either: False with box_jitter False is its literal recipe)
     # --- shared training loop (paperkit.train) ----------------------------------------
     channels_last: bool = True
     lr_schedule: str = "cosine"          # per-step cosine decay to 0 over the budget: the validation curve

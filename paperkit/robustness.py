@@ -14,6 +14,10 @@ to the decoded test image (and its box) before the crop the model always sees (`
     brightness    an offset added to every channel
     face_size_px  the image resized so that the face box is that many pixels wide (48-224)
 
+Box scale/shift, gamma and brightness lie inside the ranges the training crops are jittered over
+(`paperkit.crop.jitter_box`, `paperkit.augment.random_tone`): those rows test whether the invariance was
+learnt. JPEG, blur and face size are not augmented (only the synthetic camera varies them in the data).
+
 Every row gives accuracy / APCER / BPCER / ACER at the model's threshold with a subject-bootstrap interval,
 and the mean spoof score of live and of spoof images; `stability` gives the largest ACER change against the
 unperturbed row over a range of levels, with a paired interval (same images, same resampled subjects).

@@ -409,6 +409,20 @@ def test_augment_is_reproducible_and_keeps_uint8():
     assert 1.0 < noisy.astype(float).std() < 20.0
 
 
+def test_tone_augmentation_spans_exposure_and_keeps_order():
+    ramp = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, axis=2)
+    assert (augment.tone(ramp, 1.0, 1.0, 0.0) == ramp).all()
+    over = augment.tone(ramp, 1.8, 1.0, 0.0)[..., 0].ravel()
+    assert over[200] == 255 and over[50] == 90          # overexposed: highlights clip, shadows double
+    lifted = augment.tone(ramp, 1.0, 1.0, 30.0)[..., 0].ravel()
+    assert lifted[0] == 30 and lifted[255] == 255       # a lifted black does not push white past 255
+    for img in (over, lifted, augment.tone(ramp, 0.6, 1.5, -30.0)[..., 0].ravel()):
+        assert (np.diff(img.astype(int)) >= 0).all()    # a tone curve never reverses the order of levels
+    rng = np.random.default_rng(0)
+    means = [augment.random_tone(ramp, rng).mean() for _ in range(200)]
+    assert min(means) < 0.8 * ramp.mean() and max(means) > 1.2 * ramp.mean()
+
+
 class _Fixed:
     """A stand-in generator whose draws are the centre of each range: box scale 1, no shift."""
 
@@ -517,6 +531,23 @@ def test_box_jitter_is_a_profile_switch(tiny_celeba_clean):
     want = data.preprocess(augment.augment(off["train"].dataset.load_crop(i), data.sample_rng(0, 0, i)), 32)
     assert torch.equal(x_off, want)
     assert not torch.equal(on["train"].dataset[(i, 0)][0], x_off)
+
+
+def test_tone_jitter_is_a_profile_switch_and_off_draws_seed_000s_recipe(tiny_celeba_clean):
+    literal = data.make_loaders(tiny_celeba_clean, _profile(box_jitter=False, tone_jitter=False), seed=0)
+    toned = data.make_loaders(tiny_celeba_clean, _profile(box_jitter=False), seed=0)
+    ds = literal["train"].dataset
+    assert not ds.tone_jitter and toned["train"].dataset.tone_jitter
+    rng = data.sample_rng(0, 0, 0)
+    seed_000 = augment.color_jitter(ds.load_crop(0), rng)   # the draws the recipe makes, in its order
+    if rng.random() < augment.ISO_NOISE_P:
+        seed_000 = augment.iso_noise(seed_000, rng, float(rng.uniform(*augment.ISO_INTENSITY)),
+                                     float(rng.uniform(*augment.ISO_COLOR_SHIFT)))
+    if rng.random() < augment.FLIP_P:
+        seed_000 = np.ascontiguousarray(seed_000[:, ::-1])
+    assert torch.equal(ds[(0, 0)][0], data.preprocess(seed_000, 32))
+    differs = [not torch.equal(ds[(i, 0)][0], toned["train"].dataset[(i, 0)][0]) for i in range(len(ds))]
+    assert sum(differs) >= len(ds) // 2
 
 
 def test_make_loaders_split_by_subject_and_deterministic(tiny_celeba_clean):

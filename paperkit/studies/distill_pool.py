@@ -111,7 +111,8 @@ def pool_loaders(run: DistillRun, name: str) -> dict[str, DataLoader]:
         hidden = set(run.pool.unlabelled.tolist())
         samples = [dataclasses.replace(s, label=IGNORE_LABEL, cues=(-1,) * len(s.cues)) if i in hidden else s
                    for i, s in enumerate(tr.samples)]
-        ds = data.FaceDataset(tr.root, samples, tr.size, train=True, seed=tr.seed, box_jitter=tr.box_jitter)
+        ds = data.FaceDataset(tr.root, samples, tr.size, train=True, seed=tr.seed, box_jitter=tr.box_jitter,
+                              tone_jitter=tr.tone_jitter)
         loader = data._loader(ds, prof.batch_size, nw, data.EpochSampler(len(samples), tr.seed),
                               drop_last=len(samples) > prof.batch_size)
     return {**run.loaders, "train": loader}
